@@ -1,0 +1,1 @@
+"""adder: neural networks that learn arithmetic from character strings."""

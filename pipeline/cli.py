@@ -1,0 +1,113 @@
+"""The `adder` command line: one command per pipeline stage, plus predict."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.errors import AdderError
+
+# Keep TensorFlow's C++ start-up chatter and MLflow's schema hints off the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+
+app = typer.Typer(help="Teach neural networks arithmetic from character strings.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.command()
+def generate(task: str) -> None:
+    """Generate the train / val / test problems of TASK under data/TASK/."""
+    from pipeline import stages
+
+    summary = stages.generate(task)
+    sizes = ", ".join(f"{s} {v['size']:,}" for s, v in summary["splits"].items())
+    typer.echo(f"{task}: {sizes} of {summary['distinct_problems']:,} distinct problems; "
+               f"test seen in training: {summary['overlap_test']:.0%}")
+
+
+@app.command()
+def train(experiment: str) -> None:
+    """Train EXPERIMENT into models/EXPERIMENT/, tracked as one MLflow run."""
+    from pipeline import stages
+
+    info = stages.train(experiment)
+    typer.echo(f"{experiment}: trained in {info['train_seconds']:.1f}s, MLflow run {info['run_id']}")
+
+
+@app.command()
+def evaluate(experiment: str) -> None:
+    """Score EXPERIMENT on its test split into metrics/EXPERIMENT.json."""
+    from pipeline import stages
+
+    metrics = stages.evaluate(experiment)
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("exact_match", "char_accuracy", "rmse") if k in metrics)
+    typer.echo(f"{experiment}: {shown}")
+
+
+@app.command()
+def compare() -> None:
+    """Write reports/comparison.md comparing every experiment."""
+    from pipeline import stages
+
+    typer.echo(f"wrote {stages.compare()}")
+
+
+@app.command()
+def predict(
+    expression: Annotated[Optional[str], typer.Argument(help="e.g. 12+50")] = None,
+    model: Annotated[Optional[str], typer.Option(help="experiment name, model folder or MLflow model URI "
+                                                      "[default: the best trained seq2seq experiment]")] = None,
+    file: Annotated[Optional[str], typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
+) -> None:
+    """Answer an expression, or every line of --file, with a trained model."""
+    from pipeline.config import project_root
+    from pipeline.predict import load_predictor
+
+    if (expression is None) == (file is None):
+        raise AdderError("give one EXPRESSION or --file (not both)")
+    lines = [expression] if file is None else read_lines(file)
+    predictor = load_predictor(project_root(), model)
+    checked = [check(predictor, line) for line in lines]
+    answers = iter(predictor.answer([c for c in checked if isinstance(c, str)]))
+    bad = 0
+    for number, item in enumerate(checked, 1):
+        if isinstance(item, AdderError):
+            bad += 1
+            typer.echo(f"error: {f'line {number}: ' if file else ''}{item}", err=True)
+    if file is not None or not bad:
+        # Bad lines answer with an empty line, so answers stay aligned with their expressions.
+        sys.stdout.write("\n".join("" if isinstance(c, AdderError) else next(answers) for c in checked) + "\n")
+    if bad:
+        raise typer.Exit(AdderError.exit_code)
+
+
+def check(predictor, line: str) -> str | AdderError:
+    try:
+        return predictor.codec.limits.check(line)
+    except AdderError as e:
+        return e
+
+
+def read_lines(file: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+    except OSError as e:
+        raise AdderError(f"cannot read {file}: {e.strerror}") from None
+    return text.splitlines()
+
+
+def main() -> None:
+    try:
+        app()
+    except AdderError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

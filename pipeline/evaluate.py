@@ -1,0 +1,45 @@
+"""Scoring: predictions as strings compared with the exact answers."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import mean_squared_error
+
+from pipeline.codec import Codec, NumberCodec
+
+PREDICT_BATCH = 4096
+
+
+def predict_answers(model, codec: Codec, texts) -> np.ndarray:
+    """Answers as strings for problems as (validated, space-free) text."""
+    if len(texts) == 0:
+        return np.empty(0, dtype=str)
+    outputs = model.predict(codec.encode_inputs(texts), batch_size=PREDICT_BATCH, verbose=0)
+    return codec.decode(outputs)
+
+
+def exact_match(predicted: np.ndarray, answers: np.ndarray) -> float:
+    """Fraction of problems whose whole answer is right."""
+    return float(np.mean(predicted == np.asarray(answers).astype(str)))
+
+
+def char_accuracy(predicted: np.ndarray, answers: np.ndarray, width: int) -> float:
+    """Fraction of answer characters right, both sides left-padded to the output width."""
+    expected = np.char.rjust(np.asarray(answers).astype(str), width)
+    got = np.char.rjust(predicted.astype(str), width)
+    as_chars = lambda a: a.astype(f"U{width}").view("U1").reshape(len(a), -1)[:, :width]
+    return float(np.mean(as_chars(expected) == as_chars(got)))
+
+
+def rmse(predicted: np.ndarray, answers: np.ndarray) -> float:
+    """Root mean squared error in original units (the tutorial's score)."""
+    return float(np.sqrt(mean_squared_error(np.asarray(answers, dtype=float), predicted.astype(float))))
+
+
+def score(predicted: np.ndarray, answers: np.ndarray, codec: Codec) -> dict[str, float]:
+    if isinstance(codec, NumberCodec):
+        return {"rmse": rmse(predicted, answers), "exact_match": exact_match(predicted, answers)}
+    return {
+        "exact_match": exact_match(predicted, answers),
+        "char_accuracy": char_accuracy(predicted, answers, codec.out_width),
+    }

@@ -1,0 +1,143 @@
+"""The DVC stages: each reads its inputs, calls the pure code, writes its outputs and tracks them in MLflow."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipeline import problems, tracking
+from pipeline.codec import load_codec, save_codec
+from pipeline.config import load_params, project_root
+from pipeline.errors import AdderError
+from pipeline.evaluate import predict_answers, score
+from pipeline.report import comparison_table
+from pipeline.train import train as fit
+
+SAMPLE_ROWS = 50
+
+
+def write_json(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def generate(task_name: str) -> dict:
+    """data/<task>/{train,val,test}.csv and summary.json; logs sizes and digests to MLflow."""
+    root, params = project_root(), load_params()
+    task = params.task(task_name)
+    tracking.connect(root, tracking.DATASETS)
+    splits = problems.split_problems(task, params.seed)
+    folder = root / "data" / task_name
+    summary = {
+        "distinct_problems": task.space_size,
+        "disjoint": task.disjoint,
+        "overlap_val": problems.overlap(splits["train"], splits["val"]),
+        "overlap_test": problems.overlap(splits["train"], splits["test"]),
+        "splits": {},
+    }
+    for split in problems.SPLITS:
+        digest = problems.write_csv(splits[split], folder / f"{split}.csv")
+        summary["splits"][split] = {"size": len(splits[split]), "sha256": digest}
+    write_json(summary, folder / "summary.json")
+    with mlflow.start_run(run_name=f"generate-{task_name}", tags=tracking.run_tags(root, task=task_name)):
+        mlflow.log_params({"task": task_name, "seed": params.seed, **task.model_dump()})
+        mlflow.log_metrics({"distinct_problems": task.space_size, "overlap_test": summary["overlap_test"],
+                            **{f"{s}_size": v["size"] for s, v in summary["splits"].items()}})
+        mlflow.log_dict(summary, "summary.json")
+    return summary
+
+
+def train(exp_name: str) -> dict:
+    """models/<experiment>/: the Keras model, its codec, the training history and the MLflow run id."""
+    root, params = project_root(), load_params()
+    exp = params.experiment(exp_name)
+    task = params.tasks[exp.task]
+    data = root / "data" / exp.task
+    train_split, val_split = problems.read_csv(data / "train.csv"), problems.read_csv(data / "val.csv")
+    tracking.connect(root)  # before training: an unreachable server fails now, not after the work
+    out = root / "models" / exp_name
+    out.mkdir(parents=True, exist_ok=True)
+    tags = tracking.run_tags(root, task=exp.task, model=exp.model)
+    with mlflow.start_run(run_name=exp_name, tags=tags) as run:
+        mlflow.log_params({"experiment": exp_name, "seed": params.seed, **exp.model_dump(),
+                           **{f"task.{k}": v for k, v in task.model_dump().items()}})
+        frame = pd.DataFrame({"problem": train_split.text, "answer": train_split.answer})
+        tracking.log_dataset(frame, data / "train.csv", f"{exp.task}-train", "training")
+        trained = fit(exp, task, train_split, val_split, params.seed, callbacks=[tracking.EpochLogger()])
+        trained.model.save(out / "model.keras")
+        save_codec(trained.codec, out / "codec.json")
+        write_rows(trained.history, out / "history.csv")
+        mlflow.log_metrics({"train_seconds": trained.train_seconds, "parameters": trained.model.count_params()})
+        model_uri = tracking.log_keras_model(trained.model, out / "codec.json")
+    info = {"run_id": run.info.run_id, "model_uri": model_uri, "train_seconds": trained.train_seconds,
+            "parameters": trained.model.count_params()}
+    write_json(info, out / "run.json")
+    return info
+
+
+def load_trained(folder: Path) -> tuple[keras.Model, object]:
+    if not (folder / "model.keras").is_file():
+        raise AdderError(f"no trained model in {folder}; run `dvc repro` (or `adder train`) first")
+    return keras.models.load_model(folder / "model.keras", compile=False), load_codec(folder / "codec.json")
+
+
+def evaluate(exp_name: str) -> dict:
+    """metrics/<experiment>.json and plots/<experiment>/; adds test metrics and samples to the training run."""
+    root, params = project_root(), load_params()
+    exp = params.experiment(exp_name)
+    folder = root / "models" / exp_name
+    model, codec = load_trained(folder)
+    run = json.loads((folder / "run.json").read_text())
+    test = problems.read_csv(root / "data" / exp.task / "test.csv")
+    summary = json.loads((root / "data" / exp.task / "summary.json").read_text())
+    tracking.connect(root)
+    predicted = predict_answers(model, codec, test.text)
+    metrics = {
+        **score(predicted, test.answer, codec),
+        "train_seconds": run["train_seconds"],
+        "parameters": run["parameters"],
+        "test_size": len(test),
+        "overlap_test": summary["overlap_test"],
+    }
+    write_json(metrics, root / "metrics" / f"{exp_name}.json")
+    history = pd.read_csv(folder / "history.csv")
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    (root / "plots" / exp_name).mkdir(parents=True, exist_ok=True)
+    history.to_csv(root / "plots" / exp_name / "curves.csv", index=False)
+    with tracking.resume_run(run["run_id"]):
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")})
+        mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(), "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
+                          "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
+    return metrics
+
+
+def compare() -> Path:
+    """reports/comparison.md: one row per experiment; logged to MLflow."""
+    root, params = project_root(), load_params()
+    rows = {}
+    for name in params.experiments:
+        path = root / "metrics" / f"{name}.json"
+        if not path.is_file():
+            raise AdderError(f"missing {path.relative_to(root)}; evaluate experiment {name!r} first")
+        rows[name] = json.loads(path.read_text())
+    out = root / "reports" / "comparison.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(comparison_table(params, rows))
+    tracking.connect(root, tracking.REPORTS)
+    with mlflow.start_run(run_name="compare", tags=tracking.run_tags(root)):
+        mlflow.log_artifact(str(out))
+    return out
