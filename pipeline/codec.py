@@ -36,7 +36,7 @@ class Limits:
         shown = expression if len(expression) <= 40 else expression[:37] + "..."
         if len(expression) > MAX_EXPRESSION_CHARS:
             raise AdderError(f"expression of {len(expression):,} characters is too long ({shown!r})")
-        compact = re.sub(r"\s+", "", expression)
+        compact = re.sub(r"\s*\+\s*", "+", expression.strip())
         if not compact:
             raise AdderError("empty expression")
         if not compact.isascii() or not EXPRESSION.fullmatch(compact):
@@ -46,7 +46,7 @@ class Limits:
             raise AdderError(f"{shown!r} has {len(operands)} terms; this model was trained on {self.terms}")
         if not all(self.low <= v <= self.high for v in operands):
             raise AdderError(f"{shown!r}: operands must be in {self.low}..{self.high} for this model")
-        return compact
+        return "+".join(map(str, operands))  # canonical: no leading zeros, as in training
 
     @property
     def max_answer(self) -> int:
@@ -79,6 +79,8 @@ class CharCodec:
     def to_codes(self, texts, width: int) -> np.ndarray:
         """(n, width) integer codes of left-padded strings."""
         padded = self.pad(texts, width)
+        if padded.dtype.itemsize // 4 > width:
+            raise AdderError(f"strings longer than the model's {width} characters")
         raw = padded.astype(f"S{width}").view(np.uint8).reshape(len(padded), width)
         lookup = np.full(256, -1, dtype=np.int8)
         lookup[np.frombuffer(self.alphabet.encode(), dtype=np.uint8)] = np.arange(self.n_symbols)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -44,6 +44,8 @@ class Task(Strict):
             raise ValueError("set either min_value and max_value, or digits (not both)")
         if ranged and (self.min_value is None or self.max_value is None or self.min_value > self.max_value):
             raise ValueError("min_value and max_value must both be set, with min_value <= max_value")
+        if self.terms * self.high >= 2**63:
+            raise ValueError("terms x largest operand must stay below 2**63 (answers are int64)")
         return self
 
     @property
@@ -65,13 +67,19 @@ class Experiment(Strict):
 
     task: str
     model: Literal[MODELS]
-    units: tuple[int, ...] = Field((100, 50), min_length=1)
+    units: tuple[Annotated[int, Field(ge=1)], ...] = Field((100, 50), min_length=1)
     epochs: int = Field(ge=1)
     # Each epoch draws this many fresh examples from the training split
     # (the tutorial's loop); unset means one pass over the whole split.
     samples_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(0.001, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _units_fit_model(self) -> Experiment:
+        if self.model == "seq2seq" and len(self.units) != 2:
+            raise ValueError("seq2seq takes units: [encoder, decoder], two numbers")
+        return self
 
     @property
     def is_sequence(self) -> bool:
@@ -90,7 +98,7 @@ class Params(Strict):
                 raise ValueError(f"task name {name!r}: use lowercase letters, digits and '_'")
         for name, exp in self.experiments.items():
             if exp.task not in self.tasks:
-                raise ValueError(f"{name}.task: {exp.task!r} is not a task; known: {', '.join(self.tasks)}")
+                raise ValueError(f"experiments.{name}.task: {exp.task!r} is not a task; known: {', '.join(self.tasks)}")
             pattern = rf"{re.escape(exp.task)}-{exp.model}(-[a-z0-9_]+)?"
             if not re.fullmatch(pattern, name):
                 raise ValueError(f"experiment name {name!r}: must be <task>-<model>[-variant], here {exp.task}-{exp.model}[-...]")
@@ -123,6 +131,9 @@ def describe(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        section = {"tasks": Task, "experiments": Experiment}.get(first["loc"][0], Params) if len(first["loc"]) > 1 else Params
+        return f"{where}: unknown key; allowed: {', '.join(section.model_fields)}"
     got = "" if first["type"] in ("missing", "value_error") else f" (got {first['input']!r})"
     return f"{where + ': ' if where else ''}{message}{got}"
 

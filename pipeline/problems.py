@@ -34,9 +34,10 @@ def sample_operands(task: Task, n: int, rng: np.random.Generator) -> np.ndarray:
     shape = (n, task.terms)
     if task.digits is None:
         return rng.integers(task.low, task.high, size=shape, endpoint=True, dtype=np.int64)
-    # Keras addition_rnn: pick a length in 1..digits, then that many random digits.
-    length = rng.integers(1, task.digits, size=shape, endpoint=True)
-    return rng.integers(0, 10**length, dtype=np.int64)
+    # Keras addition_rnn: a length in 1..digits, then that many random digits. Both come from
+    # one draw per operand, so the first n problems never depend on how many follow.
+    draws = rng.integers([1, 0], [task.digits, 10**task.digits - 1], size=(*shape, 2), endpoint=True, dtype=np.int64)
+    return draws[..., 1] % 10 ** draws[..., 0]
 
 
 def to_problems(operands: np.ndarray) -> Problems:
@@ -67,7 +68,8 @@ def distinct_problems(task: Task, n: int, rng: np.random.Generator, max_rounds: 
 def split_problems(task: Task, seed: int) -> dict[str, Problems]:
     """train / val / test splits; with task.disjoint no problem appears in two splits."""
     rng = np.random.default_rng(seed)
-    sizes = {"train": task.train_size, "val": task.val_size, "test": task.test_size}
+    # Test first, so growing train_size never changes the test set.
+    sizes = {"test": task.test_size, "val": task.val_size, "train": task.train_size}
     if not task.disjoint:
         return {split: sample_problems(task, size, rng) for split, size in sizes.items()}
     total = sum(sizes.values())
@@ -77,10 +79,8 @@ def split_problems(task: Task, seed: int) -> dict[str, Problems]:
             "problems; lower the sizes or set disjoint: false"
         )
     pool = distinct_problems(task, total, rng)
-    # Test first, so growing train_size never changes the test set.
-    bounds = np.cumsum([0, task.test_size, task.val_size, task.train_size])
-    order = ("test", "val", "train")
-    return {split: pool.take(np.arange(bounds[i], bounds[i + 1])) for i, split in enumerate(order)}
+    bounds = np.cumsum([0, *sizes.values()])
+    return {split: pool.take(np.arange(bounds[i], bounds[i + 1])) for i, split in enumerate(sizes)}
 
 
 def overlap(train: Problems, other: Problems) -> float:

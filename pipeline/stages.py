@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -15,9 +14,7 @@ from pipeline import problems, tracking
 from pipeline.codec import load_codec, save_codec
 from pipeline.config import load_params, project_root
 from pipeline.errors import AdderError
-from pipeline.evaluate import predict_answers, score
 from pipeline.report import comparison_table
-from pipeline.train import train as fit
 
 SAMPLE_ROWS = 50
 
@@ -63,6 +60,8 @@ def generate(task_name: str) -> dict:
 
 def train(exp_name: str) -> dict:
     """models/<experiment>/: the Keras model, its codec, the training history and the MLflow run id."""
+    from pipeline.train import train as fit  # TensorFlow loads only for the stages that need it
+
     root, params = project_root(), load_params()
     exp = params.experiment(exp_name)
     task = params.tasks[exp.task]
@@ -77,7 +76,7 @@ def train(exp_name: str) -> dict:
                            **{f"task.{k}": v for k, v in task.model_dump().items()}})
         frame = pd.DataFrame({"problem": train_split.text, "answer": train_split.answer})
         tracking.log_dataset(frame, data / "train.csv", f"{exp.task}-train", "training")
-        trained = fit(exp, task, train_split, val_split, params.seed, callbacks=[tracking.EpochLogger()])
+        trained = fit(exp, task, train_split, val_split, params.seed, on_epoch=tracking.log_epoch)
         trained.model.save(out / "model.keras")
         save_codec(trained.codec, out / "codec.json")
         write_rows(trained.history, out / "history.csv")
@@ -89,7 +88,9 @@ def train(exp_name: str) -> dict:
     return info
 
 
-def load_trained(folder: Path) -> tuple[keras.Model, object]:
+def load_trained(folder: Path) -> tuple:
+    import keras
+
     if not (folder / "model.keras").is_file():
         raise AdderError(f"no trained model in {folder}; run `dvc repro` (or `adder train`) first")
     return keras.models.load_model(folder / "model.keras", compile=False), load_codec(folder / "codec.json")
@@ -97,6 +98,8 @@ def load_trained(folder: Path) -> tuple[keras.Model, object]:
 
 def evaluate(exp_name: str) -> dict:
     """metrics/<experiment>.json and plots/<experiment>/; adds test metrics and samples to the training run."""
+    from pipeline.evaluate import predict_answers, score
+
     root, params = project_root(), load_params()
     exp = params.experiment(exp_name)
     folder = root / "models" / exp_name

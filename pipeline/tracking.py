@@ -7,7 +7,6 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-import keras
 import mlflow
 import pandas as pd
 import requests
@@ -68,24 +67,26 @@ def resume_run(run_id: str):
         raise AdderError(f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; retrain the experiment") from None
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's loss, accuracy and held-out scores to the active run."""
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
+def log_epoch(epoch: int, logs: dict[str, float]) -> None:
+    """Logs an epoch's loss, accuracy and held-out scores to the active run."""
+    mlflow.log_metrics(logs, step=epoch)
 
 
 def log_dataset(frame: pd.DataFrame, source: Path, name: str, context: str) -> None:
     mlflow.log_input(mlflow.data.from_pandas(frame, source=str(source), name=name), context=context)
 
 
-def log_keras_model(model: keras.Model, codec_file: Path) -> str:
+def log_keras_model(model, codec_file: Path) -> str:
     """Logs the model (tensorflow flavor, loadable back) with its codec; returns the model URI."""
+    import keras
+    import mlflow.tensorflow
+    import tensorflow
+
     info = mlflow.tensorflow.log_model(
         model,
         name="model",
         extra_files=[str(codec_file)],
         # Explicit requirements skip MLflow's slow inference of them.
-        pip_requirements=[f"tensorflow=={__import__('tensorflow').__version__}", f"keras=={keras.__version__}"],
+        pip_requirements=[f"tensorflow-cpu=={tensorflow.__version__}", f"keras=={keras.__version__}"],
     )
     return info.model_uri

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import keras
 import numpy as np
@@ -42,20 +43,24 @@ def steps_per_execution(steps: int, cap: int = 64) -> int:
     return max(d for d in range(1, min(steps, cap) + 1) if steps % d == 0)
 
 
-class ValidationScore(keras.callbacks.Callback):
-    """Scores the held-out split after every epoch and adds it to the epoch's logs."""
+EpochHook = Callable[[int, dict[str, float]], None]
 
-    def __init__(self, codec: Codec, val: Problems):
+
+class EpochReport(keras.callbacks.Callback):
+    """Scores the held-out split after every epoch, adds it to the epoch's logs and hands them on."""
+
+    def __init__(self, codec: Codec, val: Problems, on_epoch: EpochHook | None):
         super().__init__()
-        self.codec, self.val = codec, val
+        self.codec, self.val, self.on_epoch = codec, val, on_epoch
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is None:
-            return
+        logs = logs if logs is not None else {}
         for name, value in score(predict_answers(self.model, self.codec, self.val.text), self.val.answer, self.codec).items():
             logs[f"val_{name}"] = value
         logs["seconds"] = time.perf_counter() - self.started
+        if self.on_epoch:
+            self.on_epoch(epoch + 1, {k: float(v) for k, v in logs.items()})
 
 
 @dataclass
@@ -67,7 +72,7 @@ class Trained:
 
 
 def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problems, seed: int,
-          callbacks: list[keras.callbacks.Callback] = ()) -> Trained:
+          on_epoch: EpochHook | None = None) -> Trained:
     seed_everything(seed)
     codec = make_codec(exp, Limits.of(task))
     indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed))
@@ -77,7 +82,7 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
                              indices, exp.batch_size)
     started = time.perf_counter()
     fit = model.fit(stream, epochs=exp.epochs, steps_per_epoch=steps, verbose=0, shuffle=False,
-                    callbacks=[ValidationScore(codec, val_split), *callbacks])
+                    callbacks=[EpochReport(codec, val_split, on_epoch)])
     seconds = time.perf_counter() - started
     history = [{k: float(v[i]) for k, v in fit.history.items()} for i in range(len(fit.history["loss"]))]
     return Trained(model, codec, history, seconds)

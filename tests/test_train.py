@@ -1,0 +1,97 @@
+"""Training: tiny runs that finish in seconds, are deterministic, and draw fresh samples every epoch."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from pipeline.config import Experiment, Task  # noqa: E402
+from pipeline.problems import split_problems  # noqa: E402
+from pipeline.train import epoch_indices, steps_per_execution, train, training_stream  # noqa: E402
+
+TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
+SPLITS = split_problems(TASK, 0)
+MLP = Experiment(task="tiny", model="naive_mlp", units=(4, 2), epochs=3, samples_per_epoch=20, batch_size=5)
+
+
+def without_clock(history):
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+
+
+@pytest.fixture(scope="module")
+def mlp_runs():
+    return [train(MLP, TASK, SPLITS["train"], SPLITS["val"], seed=3) for _ in range(2)]
+
+
+def test_history_has_loss_and_validation_scores_per_epoch(mlp_runs):
+    trained = mlp_runs[0]
+    assert len(trained.history) == MLP.epochs
+    for epoch in trained.history:
+        assert set(epoch) == {"loss", "val_rmse", "val_exact_match", "seconds"}
+        assert np.isfinite(epoch["loss"]) and epoch["loss"] >= 0
+        assert 0.0 <= epoch["val_exact_match"] <= 1.0
+        assert epoch["val_rmse"] >= 0
+    seconds = [epoch["seconds"] for epoch in trained.history]
+    assert seconds == sorted(seconds) and trained.train_seconds >= seconds[-1] - seconds[0]
+    assert trained.model.input_shape == (None, 2)
+    assert trained.codec.scale == 20.0
+
+
+def test_same_seed_same_history(mlp_runs):
+    first, second = mlp_runs
+    assert without_clock(first.history) == without_clock(second.history)
+    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_other_seed_other_history(mlp_runs):
+    other = train(MLP.model_copy(update={"epochs": 1}), TASK, SPLITS["train"], SPLITS["val"], seed=4)
+    assert other.history[0]["loss"] != mlp_runs[0].history[0]["loss"]
+
+
+def test_seq2seq_history_has_character_scores():
+    exp = Experiment(task="tiny", model="seq2seq", units=(8, 8), epochs=1, samples_per_epoch=10, batch_size=5)
+    trained = train(exp, TASK, SPLITS["train"], SPLITS["val"], seed=0)
+    assert set(trained.history[0]) == {"loss", "accuracy", "val_exact_match", "val_char_accuracy", "seconds"}
+    assert 0.0 <= trained.history[0]["val_char_accuracy"] <= 1.0
+
+
+def test_epoch_indices_fresh_samples_per_epoch():
+    exp = MLP.model_copy(update={"epochs": 4, "samples_per_epoch": 50})
+    indices = epoch_indices(1000, exp, np.random.default_rng(0))
+    assert indices.shape == (4, 50)
+    assert indices.min() >= 0 and indices.max() < 1000
+    assert len({tuple(row) for row in indices}) == 4  # every epoch its own draw
+    np.testing.assert_array_equal(indices, epoch_indices(1000, exp, np.random.default_rng(0)))
+
+
+def test_epoch_indices_sample_with_replacement():
+    exp = MLP.model_copy(update={"epochs": 1, "samples_per_epoch": 200})
+    indices = epoch_indices(10, exp, np.random.default_rng(0))
+    assert set(indices[0]) == set(range(10))
+
+
+def test_epoch_indices_full_pass_without_samples_per_epoch():
+    exp = MLP.model_copy(update={"epochs": 3, "samples_per_epoch": None})
+    indices = epoch_indices(30, exp, np.random.default_rng(0))
+    assert indices.shape == (3, 30)
+    for row in indices:
+        assert sorted(row) == list(range(30))
+    assert len({tuple(row) for row in indices}) == 3  # reshuffled every epoch
+
+
+def test_training_stream_batches_never_straddle_epochs():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    y = np.arange(10, dtype=np.float32) * 2
+    indices = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    batches = [(bx.numpy(), by.numpy()) for bx, by in training_stream(x, y, indices, batch_size=2)]
+    assert [bx.ravel().tolist() for bx, _ in batches] == [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]
+    for bx, by in batches:
+        np.testing.assert_array_equal(by, bx.ravel() * 2)
+
+
+@pytest.mark.parametrize(("steps", "expected"), [(1, 1), (10, 10), (100, 50), (127, 1), (128, 64), (1000, 50)])
+def test_steps_per_execution(steps, expected):
+    assert steps_per_execution(steps) == expected
