@@ -89,7 +89,7 @@ def predict(
 
 def check(predictor, line: str) -> str | AdderError:
     try:
-        return predictor.codec.limits.check(line)
+        return predictor.codec.check(line)
     except AdderError as e:
         return e
 

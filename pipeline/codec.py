@@ -5,73 +5,79 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Task
+from pipeline import digits
 from pipeline.errors import AdderError
+from pipeline.expressions import MAX_EXPRESSION_CHARS, Limits  # noqa: F401 (Limits lived here first)
 
-# The tutorial's alphabet: codes 0-9 are the digits, then '+' and the pad space.
+# The tutorial's alphabet: codes 0-9 are the digits, then '+' and the pad space (Limits.alphabet for sums).
 ALPHABET = "0123456789+ "
-MAX_EXPRESSION_CHARS = 1000
-EXPRESSION = re.compile(r"\d+(?:\+\d+)*")
+OPERAND = re.compile(r"[0-9]+")
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What the model was trained on; predict refuses anything else."""
-
-    terms: int
-    low: int
-    high: int
-
-    @classmethod
-    def of(cls, task: Task) -> Limits:
-        return cls(task.terms, task.low, task.high)
-
-    def check(self, expression: str) -> str:
-        """The expression without spaces, or an AdderError saying what is wrong with it."""
-        shown = expression if len(expression) <= 40 else expression[:37] + "..."
-        if len(expression) > MAX_EXPRESSION_CHARS:
-            raise AdderError(f"expression of {len(expression):,} characters is too long ({shown!r})")
-        compact = re.sub(r"\s*\+\s*", "+", expression.strip())
-        if not compact:
-            raise AdderError("empty expression")
-        if not compact.isascii() or not EXPRESSION.fullmatch(compact):
-            raise AdderError(f"malformed expression {shown!r}: expected numbers joined by '+', like 12+50")
-        operands = [int(t) for t in compact.split("+")]
-        if len(operands) != self.terms:
-            raise AdderError(f"{shown!r} has {len(operands)} terms; this model was trained on {self.terms}")
-        if not all(self.low <= v <= self.high for v in operands):
-            raise AdderError(f"{shown!r}: operands must be in {self.low}..{self.high} for this model")
-        return "+".join(map(str, operands))  # canonical: no leading zeros, as in training
-
-    @property
-    def max_answer(self) -> int:
-        return self.terms * self.high
+PREDICT_BATCH = 4096
 
 
-@dataclass(frozen=True)
-class CharCodec:
-    """Characters as one-hot vectors, the whole string left-padded with spaces
-    (the tutorial's encoding: [3, 10] -> ' 3+10' -> [11, 3, 10, 1, 0])."""
+class Checked:
+    """What every codec does: refuse expressions its model was not trained for, pair inputs with
+    targets for training, and run the model to get outputs for decode()."""
 
     limits: Limits
-    alphabet: str = ALPHABET
+
+    def check(self, expression: str) -> str:
+        return self.limits.check(expression)
+
+    def training_pair(self, texts, answers) -> tuple:
+        return self.encode_inputs(texts), self.encode_targets(answers)
+
+    def infer(self, model, x: np.ndarray) -> np.ndarray:
+        return model.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+
+
+@dataclass(frozen=True)
+class CharCodec(Checked):
+    """Expression characters in, answer characters out. The defaults are the tutorial's encoding: one-hot
+    vectors of the whole string left-padded with spaces ([3, 10] -> ' 3+10' -> [11, 3, 10, 1, 0]).
+
+    encoding "integer": input codes for an Embedding, shifted so the pad space is 0 (mask_zero can skip it),
+    and answers as integer codes (sparse targets). reverse: the expression read backwards, pad still in
+    front (Keras addition_rnn). padding "per_term": each operand left-padded to the widest operand
+    ('3*10' -> ' 3*10'). mask: pad steps marked for the model to skip (one-hot: all-zero vectors)."""
+
+    limits: Limits
+    alphabet: str = ""  # "" = the limits' alphabet; stored so a saved codec reads back the same
+    encoding: str = "onehot"
+    reverse: bool = False
+    padding: str = "left"
+    mask: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.alphabet:
+            object.__setattr__(self, "alphabet", self.limits.alphabet)
 
     @property
     def in_width(self) -> int:
-        return self.limits.terms * len(str(self.limits.high)) + self.limits.terms - 1
+        return self.limits.expression_width
 
     @property
     def out_width(self) -> int:
-        return len(str(self.limits.max_answer))
+        return self.limits.answer_width
 
     @property
     def n_symbols(self) -> int:
         return len(self.alphabet)
+
+    @property
+    def pad_code(self) -> int:
+        return self.alphabet.index(" ")
+
+    @property
+    def loss(self) -> str:
+        return "sparse_categorical_crossentropy" if self.encoding == "integer" else "categorical_crossentropy"
 
     def pad(self, texts, width: int) -> np.ndarray:
         return np.char.rjust(np.asarray(texts, dtype=str), width)
@@ -92,20 +98,51 @@ class CharCodec:
     def one_hot(self, codes: np.ndarray) -> np.ndarray:
         return np.eye(self.n_symbols, dtype=np.float32)[codes]
 
+    def layout(self, texts) -> np.ndarray:
+        """Expressions as the model reads them, before the left padding to in_width."""
+        texts = np.asarray(texts, dtype=str)
+        if self.padding == "per_term":
+            width = self.limits.operand_width
+            texts = np.array([OPERAND.sub(lambda m: m[0].rjust(width), t) for t in texts.tolist()], dtype=str)
+        if self.reverse:
+            texts = np.array([t[::-1] for t in texts.tolist()], dtype=str)
+        return texts
+
     def encode_inputs(self, texts) -> np.ndarray:
-        return self.one_hot(self.to_codes(texts, self.in_width))
+        codes = self.to_codes(self.layout(texts), self.in_width)
+        if self.encoding == "integer":
+            return ((codes.astype(np.int32) - self.pad_code) % self.n_symbols).astype(np.int32)
+        x = self.one_hot(codes)
+        if self.mask:
+            x[codes == self.pad_code] = 0.0  # what keras.layers.Masking(0.0) skips
+        return x
+
+    def decode_inputs(self, x: np.ndarray) -> np.ndarray:
+        """encode_inputs undone: the canonical expressions back."""
+        if self.encoding == "integer":
+            codes = (np.asarray(x) + self.pad_code) % self.n_symbols
+        else:
+            codes = np.where(np.asarray(x).any(axis=-1), np.asarray(x).argmax(axis=-1), self.pad_code)
+        texts = np.char.replace(self.chars(codes), " ", "")
+        return np.array([t[::-1] for t in texts.tolist()], dtype=str) if self.reverse else texts
 
     def encode_targets(self, answers) -> np.ndarray:
-        return self.one_hot(self.to_codes(np.asarray(answers).astype(str), self.out_width))
+        codes = self.to_codes(np.asarray(answers).astype(str), self.out_width)
+        return codes.astype(np.int32) if self.encoding == "integer" else self.one_hot(codes)
+
+    def chars(self, codes: np.ndarray) -> np.ndarray:
+        """(n, width) codes -> strings with the pad spaces stripped."""
+        chars = np.array(list(self.alphabet))[codes]
+        return np.char.strip(chars.astype("U1").view(f"U{codes.shape[1]}")[:, 0])
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
-        """Model outputs (n, out_width, n_symbols) -> answers as stripped strings."""
-        chars = np.array(list(self.alphabet))[outputs.argmax(axis=-1)]
-        return np.char.strip(chars.astype("U1").view(f"U{outputs.shape[1]}")[:, 0])
+        """Model outputs (n, out_width, n_symbols), or integer codes (n, out_width), -> answers as stripped strings."""
+        outputs = np.asarray(outputs)
+        return self.chars(outputs if outputs.ndim == 2 else outputs.argmax(axis=-1))
 
 
 @dataclass(frozen=True)
-class NumberCodec:
+class NumberCodec(Checked):
     """The tutorial's mapping framing: operands as numbers scaled by terms * largest."""
 
     limits: Limits
@@ -129,8 +166,98 @@ class NumberCodec:
         return np.rint(np.asarray(outputs).reshape(-1) * self.scale).astype(np.int64).astype(str)
 
 
-Codec = CharCodec | NumberCodec
-CODECS = {"chars": CharCodec, "numbers": NumberCodec}
+@dataclass(frozen=True)
+class ColumnCodec(Checked):
+    """Aligned digit columns, least significant first, one-hot per term; one answer digit per step.
+    Length-agnostic: trained on the task's operands, it accepts operands up to max_digits long."""
+
+    limits: Limits
+    max_digits: int = 1000
+
+    @property
+    def train_steps(self) -> int:
+        return len(str(self.limits.high)) + digits.carry_steps(self.limits.terms)
+
+    @property
+    def out_width(self) -> int:
+        return self.train_steps
+
+    @property
+    def features(self) -> int:
+        return 10 * self.limits.terms
+
+    def check(self, expression: str) -> str:
+        return replace(self.limits, low=0, high=10**self.max_digits - 1).check(expression)
+
+    def encode_inputs(self, texts) -> np.ndarray:
+        columns = digits.digit_columns(texts)
+        steps = max(self.train_steps, columns.shape[1] + digits.carry_steps(self.limits.terms))
+        columns = np.pad(columns, ((0, 0), (0, steps - columns.shape[1]), (0, 0)))
+        one_hot = np.eye(10, dtype=np.float32)[columns]  # (n, steps, terms, 10)
+        return one_hot.reshape(len(columns), steps, self.features)
+
+    def encode_targets(self, answers) -> np.ndarray:
+        return digits.digit_columns(np.asarray(answers).astype(str), self.train_steps)[:, :, 0]
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        return digits.digits_to_text(outputs.argmax(axis=-1).astype(np.int8))
+
+
+@dataclass(frozen=True)
+class TokenCodec(CharCodec):
+    """For decoders fed their own previous output (attention, transformer): the expression as integer
+    codes; the answer as tokens, least significant digit first (the order carries flow), closed by an
+    end symbol. Training feeds the true previous token (teacher forcing); inference decodes greedily."""
+
+    encoding: str = "integer"
+
+    OUTPUT = "0123456789-"  # token ids 0-10; then END and START
+    END, START = 11, 12
+
+    @property
+    def out_steps(self) -> int:
+        return self.out_width + 1
+
+    @property
+    def out_symbols(self) -> int:
+        return self.START + 1
+
+    def encode_targets(self, answers) -> np.ndarray:
+        text = np.char.ljust(np.char.asarray(np.asarray(answers).astype(str)), self.out_steps)
+        backwards = np.array([t.rstrip()[::-1] for t in text.tolist()], dtype=f"U{self.out_steps}")
+        raw = np.char.ljust(backwards, self.out_steps).astype(f"S{self.out_steps}").view(np.uint8)
+        lookup = np.full(256, self.END, dtype=np.int32)
+        lookup[np.frombuffer(self.OUTPUT.encode(), dtype=np.uint8)] = np.arange(len(self.OUTPUT))
+        return lookup[raw.reshape(len(text), self.out_steps)]
+
+    def decoder_inputs(self, targets: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.full((len(targets), 1), self.START, np.int32), targets[:, :-1]], axis=1)
+
+    def training_pair(self, texts, answers) -> tuple:
+        y = self.encode_targets(answers)
+        return (self.encode_inputs(texts), self.decoder_inputs(y)), y
+
+    def infer(self, model, x: np.ndarray) -> np.ndarray:
+        """Greedy decoding: each pass fixes one more token; causal decoders keep earlier ones unchanged."""
+        tokens = np.full((len(x), self.out_steps), self.START, np.int32)
+        for step in range(self.out_steps):
+            probs = model.predict([x, tokens], batch_size=PREDICT_BATCH, verbose=0)
+            if step + 1 < self.out_steps:
+                tokens[:, step + 1] = probs[:, step].argmax(axis=-1)
+            if (tokens[:, 1 : step + 2] == self.END).any(axis=1).all():
+                break  # every answer has ended
+        return probs
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        tokens = np.asarray(outputs).argmax(axis=-1)
+        ended = np.cumsum(tokens >= self.END, axis=1) > 0
+        chars = np.array(list(self.OUTPUT + "  "))[np.where(ended, self.END, tokens)]
+        backwards = chars.astype("U1").view(f"U{tokens.shape[1]}")[:, 0]
+        return np.char.strip(np.array([t[::-1] for t in backwards.tolist()], dtype=str))
+
+
+Codec = CharCodec | NumberCodec | ColumnCodec | TokenCodec
+CODECS = {"chars": CharCodec, "numbers": NumberCodec, "columns": ColumnCodec, "tokens": TokenCodec}
 
 
 def save_codec(codec: Codec, path: Path) -> None:

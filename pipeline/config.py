@@ -11,10 +11,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import AdderError
+from pipeline.expressions import OPERATIONS, count_forms, largest_magnitude
 
 PARAMS_FILE = "params.yaml"
-MODELS = ("naive_lstm", "naive_mlp", "seq2seq")
-SEQUENCE_MODELS = ("seq2seq",)
+MODELS = ("naive_lstm", "naive_mlp", "seq2seq", "digitwise", "attention", "transformer")
+NUMBER_MODELS = ("naive_lstm", "naive_mlp")  # operands as numbers: plain sums of a fixed number of terms
+SEQUENCE_MODELS = ("seq2seq", "digitwise", "attention", "transformer")
+MILESTONES = (0.99, 0.999)  # held-out exact match levels whose time to reach is recorded
 
 
 class Strict(BaseModel):
@@ -22,14 +25,22 @@ class Strict(BaseModel):
 
 
 class Task(Strict):
-    """A distribution of problems: `terms` operands joined by '+'."""
+    """A distribution of problems: min_terms..terms operands joined by `ops`, optionally with brackets."""
 
-    terms: int = Field(2, ge=2, le=20)
+    terms: int = Field(2, ge=2, le=20)  # the most operands in a problem
+    # The number of operands is uniform in min_terms..terms; unset means always `terms`.
+    min_terms: int | None = Field(None, ge=2, le=20)
+    # Operations drawn uniformly between each pair of operands, * before + and -.
+    ops: str = "+"
+    # One random span of two or more operands (not all) in brackets, evaluated first; or none.
+    brackets: bool = False
     # Operands are either uniform in min_value..max_value (the tutorial's randint)
     # or have 1..digits digits, the digit count drawn first (Keras addition_rnn).
     min_value: int | None = Field(None, ge=0)
     max_value: int | None = Field(None, ge=1)
     digits: int | None = Field(None, ge=1, le=18)
+    # With digits: every operand has exactly `digits` digits instead of 1..digits.
+    fixed_width: bool = False
     # Disjoint splits hold distinct problems and share none; tiny problem spaces
     # (the tutorial's 100 problems) are drawn with replacement instead.
     disjoint: bool = True
@@ -44,13 +55,23 @@ class Task(Strict):
             raise ValueError("set either min_value and max_value, or digits (not both)")
         if ranged and (self.min_value is None or self.max_value is None or self.min_value > self.max_value):
             raise ValueError("min_value and max_value must both be set, with min_value <= max_value")
-        if self.terms * self.high >= 2**63:
-            raise ValueError("terms x largest operand must stay below 2**63 (answers are int64)")
+        if self.fixed_width and self.digits is None:
+            raise ValueError("fixed_width needs digits (operands of exactly that many digits)")
+        if self.min_terms is not None and self.min_terms > self.terms:
+            raise ValueError(f"min_terms ({self.min_terms}) must be at most terms ({self.terms})")
+        if not self.ops or set(self.ops) - set(OPERATIONS) or len(set(self.ops)) < len(self.ops):
+            raise ValueError(f"ops: one or more of {OPERATIONS!r}, each once (got {self.ops!r})")
+        if self.brackets and self.terms < 3:
+            raise ValueError("brackets need terms >= 3 (a span of two or more operands, not all of them)")
+        if largest_magnitude(self.terms, self.high, self.ops) >= 2**63:
+            raise ValueError("answers could reach 2**63 with these terms, digits and ops (answers are int64)")
         return self
 
     @property
     def low(self) -> int:
-        return 0 if self.digits else self.min_value
+        if self.digits:
+            return 10 ** (self.digits - 1) if self.fixed_width and self.digits > 1 else 0
+        return self.min_value
 
     @property
     def high(self) -> int:
@@ -58,8 +79,10 @@ class Task(Strict):
 
     @property
     def space_size(self) -> int:
-        """How many distinct problems the task can produce."""
-        return (self.high - self.low + 1) ** self.terms
+        """How many distinct problems the task can produce (distinct texts, exactly)."""
+        values = self.high - self.low + 1
+        fewest = self.terms if self.min_terms is None else self.min_terms
+        return sum(values**n * count_forms(n, len(self.ops), self.brackets) for n in range(fewest, self.terms + 1))
 
 
 class Experiment(Strict):
@@ -74,11 +97,31 @@ class Experiment(Strict):
     samples_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(0.001, gt=0, le=1)
+    # cosine: decay the learning rate to zero over the planned steps; large batches train fast with it.
+    schedule: Literal["constant", "cosine"] = "constant"
+    # Stop once held-out exact match reaches this (time-to-accuracy is the headline figure).
+    target: float | None = Field(None, gt=0, le=1)
+    # Stop after the epoch that passes this many seconds of training.
+    max_seconds: float | None = Field(None, gt=0)
+    # Operand lengths (digits) to test on after training, far past the training lengths.
+    eval_lengths: tuple[Annotated[int, Field(ge=1, le=10_000)], ...] = ()
+    # Character encodings (seq2seq): the defaults are the tutorial's. integer: codes into a trained
+    # Embedding (targets as integer codes too); reverse: read the input backwards (Keras addition_rnn);
+    # per_term: each operand left-padded to the widest operand; mask: pad steps skipped by the encoder.
+    encoding: Literal["onehot", "integer"] = "onehot"
+    reverse: bool = False
+    padding: Literal["left", "per_term"] = "left"
+    mask: bool = False
+    embedding_dim: int = Field(16, ge=1)
 
     @model_validator(mode="after")
     def _units_fit_model(self) -> Experiment:
         if self.model == "seq2seq" and len(self.units) != 2:
             raise ValueError("seq2seq takes units: [encoder, decoder], two numbers")
+        if self.model == "transformer" and (len(set(self.units)) != 1 or self.units[0] % 4):
+            raise ValueError("transformer takes units: [width, ...], one equal entry per block, a multiple of 4 heads")
+        if self.eval_lengths and self.model != "digitwise":
+            raise ValueError("eval_lengths needs a length-agnostic model (digitwise)")
         return self
 
     @property
@@ -100,6 +143,10 @@ class Params(Strict):
             if exp.task not in self.tasks:
                 raise ValueError(f"experiments.{name}.task: {exp.task!r} is not a task; known: {', '.join(self.tasks)}")
             pattern = rf"{re.escape(exp.task)}-{exp.model}(-[a-z0-9_]+)?"
+            task = self.tasks[exp.task]
+            if exp.model in NUMBER_MODELS and (task.ops != "+" or task.brackets or (task.min_terms or task.terms) != task.terms):
+                raise ValueError(f"experiments.{name}.model: {exp.model} reads a fixed number of operands to add; "
+                                 f"task {exp.task!r} has other operations, brackets or a varying number of terms")
             if not re.fullmatch(pattern, name):
                 raise ValueError(f"experiment name {name!r}: must be <task>-<model>[-variant], here {exp.task}-{exp.model}[-...]")
         return self

@@ -6,16 +6,16 @@ import numpy as np
 from sklearn.metrics import mean_squared_error
 
 from pipeline.codec import Codec, NumberCodec
+from pipeline.digits import long_problems
 
-PREDICT_BATCH = 4096
+LENGTH_PROBLEMS = 1000  # per operand length in the length-generalisation test
 
 
 def predict_answers(model, codec: Codec, texts) -> np.ndarray:
     """Answers as strings for problems as (validated, space-free) text."""
     if len(texts) == 0:
         return np.empty(0, dtype=str)
-    outputs = model.predict(codec.encode_inputs(texts), batch_size=PREDICT_BATCH, verbose=0)
-    return codec.decode(outputs)
+    return codec.decode(codec.infer(model, codec.encode_inputs(texts)))
 
 
 def exact_match(predicted: np.ndarray, answers: np.ndarray) -> float:
@@ -43,3 +43,13 @@ def score(predicted: np.ndarray, answers: np.ndarray, codec: Codec) -> dict[str,
         "exact_match": exact_match(predicted, answers),
         "char_accuracy": char_accuracy(predicted, answers, codec.out_width),
     }
+
+
+def length_generalisation(model, codec: Codec, lengths, terms: int, seed: int) -> dict[int, float]:
+    """Exact match on problems whose operands have exactly n digits, for each n in lengths."""
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for n in lengths:
+        texts, answers = long_problems(LENGTH_PROBLEMS, n, terms, rng)
+        scores[n] = exact_match(predict_answers(model, codec, texts), answers)
+    return scores

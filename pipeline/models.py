@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from pipeline.codec import CharCodec, Codec, NumberCodec, Limits
+from pipeline.codec import CharCodec, Codec, ColumnCodec, Limits, NumberCodec, TokenCodec
 from pipeline.config import Experiment
 
 
@@ -28,12 +28,21 @@ def naive_mlp(exp: Experiment, codec: NumberCodec) -> keras.Model:
     return model
 
 
+def char_inputs(exp: Experiment, codec: CharCodec) -> list:
+    """The input layers for the codec's encoding: one-hot vectors, or integer codes into an Embedding;
+    with mask, pad steps (all-zero vectors, or code 0) are skipped by the layers after."""
+    if codec.encoding == "integer":
+        return [keras.Input((codec.in_width,), dtype="int32"),
+                layers.Embedding(codec.n_symbols, exp.embedding_dim, mask_zero=codec.mask)]
+    return [keras.Input((codec.in_width, codec.n_symbols)), *([layers.Masking(0.0)] if codec.mask else [])]
+
+
 def seq2seq(exp: Experiment, codec: CharCodec) -> keras.Model:
     """The tutorial's encoder-decoder: LSTM -> RepeatVector -> LSTM -> per-step softmax."""
     encoder, decoder = exp.units[0], exp.units[-1]
     return keras.Sequential(
         [
-            keras.Input((codec.in_width, codec.n_symbols)),
+            *char_inputs(exp, codec),
             layers.LSTM(encoder),
             layers.RepeatVector(codec.out_width),
             layers.LSTM(decoder, return_sequences=True),
@@ -43,19 +52,94 @@ def seq2seq(exp: Experiment, codec: CharCodec) -> keras.Model:
     )
 
 
-BUILDERS = {"naive_lstm": naive_lstm, "naive_mlp": naive_mlp, "seq2seq": seq2seq}
-CODEC_OF = {"naive_lstm": NumberCodec, "naive_mlp": NumberCodec, "seq2seq": CharCodec}
+def digitwise(exp: Experiment, codec: ColumnCodec) -> keras.Model:
+    """One recurrent step per digit column, least significant first, emitting one answer digit
+    per step: the carry lives in the state, so the same weights add numbers of any length."""
+    model = keras.Sequential([keras.Input((None, codec.features))], name="digitwise")
+    for units in exp.units:
+        model.add(layers.LSTM(units, return_sequences=True))
+    model.add(layers.Dense(10, activation="softmax"))
+    return model
+
+
+def attention(exp: Experiment, codec: TokenCodec) -> keras.Model:
+    """A true encoder-decoder: the encoder's final state starts the decoder, which reads its own previous
+    answer token (teacher forcing in training) and attends over every encoder output (Luong attention)."""
+    units = exp.units[0]
+    expression = keras.Input((codec.in_width,), dtype="int32", name="expression")
+    previous = keras.Input((None,), dtype="int32", name="previous_tokens")
+    encoded, *state = layers.LSTM(units, return_sequences=True, return_state=True)(
+        layers.Embedding(codec.n_symbols, exp.embedding_dim)(expression))
+    decoded = layers.LSTM(units, return_sequences=True)(
+        layers.Embedding(codec.out_symbols, exp.embedding_dim)(previous), initial_state=state)
+    context = layers.Attention()([decoded, encoded])
+    output = layers.Dense(codec.out_symbols, activation="softmax")(layers.Concatenate()([decoded, context]))
+    return keras.Model([expression, previous], output, name="attention")
+
+
+@keras.saving.register_keras_serializable(package="adder")
+class PositionalEmbedding(layers.Layer):
+    """Token embedding plus a learned embedding of each position."""
+
+    def __init__(self, vocabulary: int, length: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary, self.length, self.dim = vocabulary, length, dim
+        self.tokens = layers.Embedding(vocabulary, dim)
+        self.positions = layers.Embedding(length, dim)
+
+    def call(self, codes):
+        steps = keras.ops.arange(keras.ops.shape(codes)[-1])
+        return self.tokens(codes) + self.positions(steps)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "vocabulary": self.vocabulary, "length": self.length, "dim": self.dim}
+
+
+def transformer_block(x, dim: int, heads: int, memory=None, causal: bool = False):
+    """Self-attention (causal in the decoder), cross-attention over memory if given, then a feed-forward layer."""
+    x = layers.LayerNormalization()(x + layers.MultiHeadAttention(heads, dim // heads)(x, x, use_causal_mask=causal))
+    if memory is not None:
+        x = layers.LayerNormalization()(x + layers.MultiHeadAttention(heads, dim // heads)(x, memory))
+    feed = layers.Dense(dim)(layers.Dense(4 * dim, activation="relu")(x))
+    return layers.LayerNormalization()(x + feed)
+
+
+def transformer(exp: Experiment, codec: TokenCodec) -> keras.Model:
+    """A small encoder-decoder transformer: one block per entry of units (each entry the model width)."""
+    dim, heads = exp.units[0], 4
+    expression = keras.Input((codec.in_width,), dtype="int32", name="expression")
+    previous = keras.Input((None,), dtype="int32", name="previous_tokens")
+    memory = PositionalEmbedding(codec.n_symbols, codec.in_width, dim)(expression)
+    for _ in exp.units:
+        memory = transformer_block(memory, dim, heads)
+    x = PositionalEmbedding(codec.out_symbols, codec.out_steps, dim)(previous)
+    for _ in exp.units:
+        x = transformer_block(x, dim, heads, memory=memory, causal=True)
+    output = layers.Dense(codec.out_symbols, activation="softmax")(x)
+    return keras.Model([expression, previous], output, name="transformer")
+
+
+BUILDERS = {"naive_lstm": naive_lstm, "naive_mlp": naive_mlp, "seq2seq": seq2seq, "digitwise": digitwise,
+            "attention": attention, "transformer": transformer}
+CODEC_OF = {"naive_lstm": NumberCodec, "naive_mlp": NumberCodec, "seq2seq": CharCodec, "digitwise": ColumnCodec,
+            "attention": TokenCodec, "transformer": TokenCodec}
+LOSS_OF = {"naive_lstm": "mean_squared_error", "naive_mlp": "mean_squared_error",
+           "seq2seq": "categorical_crossentropy", "digitwise": "sparse_categorical_crossentropy",
+           "attention": "sparse_categorical_crossentropy", "transformer": "sparse_categorical_crossentropy"}
+CUSTOM_OBJECTS = {"PositionalEmbedding": PositionalEmbedding}
 
 
 def make_codec(exp: Experiment, limits: Limits) -> Codec:
+    if CODEC_OF[exp.model] is CharCodec:
+        return CharCodec(limits, encoding=exp.encoding, reverse=exp.reverse, padding=exp.padding, mask=exp.mask)
     return CODEC_OF[exp.model](limits)
 
 
-def build_model(exp: Experiment, codec: Codec, steps_per_execution: int = 1) -> keras.Model:
+def build_model(exp: Experiment, codec: Codec, total_steps: int = 1, steps_per_execution: int = 1) -> keras.Model:
     model = BUILDERS[exp.model](exp, codec)
-    optimizer = keras.optimizers.Adam(exp.learning_rate)
-    if exp.is_sequence:
-        model.compile(optimizer, "categorical_crossentropy", metrics=["accuracy"], steps_per_execution=steps_per_execution)
-    else:
-        model.compile(optimizer, "mean_squared_error", steps_per_execution=steps_per_execution)
+    rate = exp.learning_rate
+    if exp.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=total_steps)
+    metrics = ["accuracy"] if exp.is_sequence else []
+    model.compile(keras.optimizers.Adam(rate), getattr(codec, "loss", LOSS_OF[exp.model]), metrics=metrics, steps_per_execution=steps_per_execution)
     return model

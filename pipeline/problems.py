@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from pipeline.config import Task
 from pipeline.errors import AdderError
+from pipeline.expressions import bracket_spans
 
 SPLITS = ("train", "val", "test")
 HEADER = "problem,answer"
@@ -47,8 +49,107 @@ def to_problems(operands: np.ndarray) -> Problems:
     return Problems(text.astype(str), operands.sum(axis=1))
 
 
+def is_plain_sum(task: Task) -> bool:
+    return task.ops == "+" and not task.brackets and not task.fixed_width and task.min_terms in (None, task.terms)
+
+
 def sample_problems(task: Task, n: int, rng: np.random.Generator) -> Problems:
-    return to_problems(sample_operands(task, n, rng))
+    if is_plain_sum(task):
+        return to_problems(sample_operands(task, n, rng))  # the original draw: existing datasets stay as they were
+    return expression_problems(task, n, rng)
+
+
+def draw_columns(task: Task) -> tuple[list[int], list[int], dict[str, slice]]:
+    """Inclusive (low, high) bounds of every random number one problem needs, and where each kind sits."""
+    lows, highs, where = [], [], {}
+
+    def add(name: str, low: int, high: int, count: int) -> None:
+        where[name] = slice(len(lows), len(lows) + count)
+        lows.extend([low] * count)
+        highs.extend([high] * count)
+
+    if task.digits is not None and not task.fixed_width:
+        where["operands"] = slice(0, 2 * task.terms)  # (length, digits) pairs, as sample_operands draws them
+        lows.extend([1, 0] * task.terms)
+        highs.extend([task.digits, 10**task.digits - 1] * task.terms)
+    else:
+        add("operands", task.low, task.high, task.terms)
+    add("terms", task.min_terms or task.terms, task.terms, 1)
+    add("ops", 0, len(task.ops) - 1, task.terms - 1)
+    # One draw picks the bracket span uniformly for any number of terms: its count of choices divides it.
+    choices = [len(bracket_spans(n)) + 1 for n in range((task.min_terms or task.terms), task.terms + 1)]
+    add("span", 0, math.lcm(*choices) - 1 if task.brackets else 0, 1)
+    return lows, highs, where
+
+
+def span_table(terms: int) -> np.ndarray:
+    """(terms + 1, choices, 2): for n terms, choice k -> (first, last) bracketed operand; the last choice
+    of each row, and padding, is (-1, -1): no brackets."""
+    table = np.full((terms + 1, len(bracket_spans(terms)) + 1, 2), -1, dtype=np.int64)
+    for n in range(terms + 1):
+        spans = bracket_spans(n)
+        if spans:
+            table[n, : len(spans)] = spans
+    return table
+
+
+def bracket_choice(task: Task, terms: np.ndarray, draw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) bracketed operand per problem, uniform over the spans of its terms and no brackets;
+    (-1, -1) for none."""
+    if not task.brackets:
+        return np.full(len(terms), -1), np.full(len(terms), -1)
+    choices = np.array([len(bracket_spans(n)) + 1 for n in range(task.terms + 1)])
+    return span_table(task.terms)[terms, draw % choices[terms]].T
+
+
+def fold(values: np.ndarray, ops: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Row-wise exact value of the active operands joined by their ops, * before + and -: left to right,
+    a running total of finished terms plus the product term being built."""
+    total = np.zeros(len(values), dtype=np.int64)
+    term = np.zeros(len(values), dtype=np.int64)
+    started = np.zeros(len(values), dtype=bool)
+    for i in range(values.shape[1]):
+        value, on = values[:, i], active[:, i]
+        op = ops[:, i - 1] if i else np.full(len(values), "+")
+        first, more = on & ~started, on & started
+        times, fresh = more & (op == "*"), more & (op != "*")
+        total = np.where(fresh, total + term, total)
+        signed = np.where(op == "-", -value, value)
+        term = np.where(first, value, np.where(times, term * value, np.where(fresh, signed, term)))
+        started |= on
+    return total + term
+
+
+def expression_problems(task: Task, n: int, rng: np.random.Generator) -> Problems:
+    """Problems of any family: all of a problem's random numbers come from one row of one draw, so the
+    first n problems never depend on how many follow. Answers come from the problem's own structure."""
+    lows, highs, where = draw_columns(task)
+    draws = rng.integers(lows, highs, size=(n, len(lows)), endpoint=True, dtype=np.int64)
+    values = draws[:, where["operands"]]
+    if task.digits is not None and not task.fixed_width:
+        values = values[:, 1::2] % 10 ** values[:, 0::2]
+    terms = draws[:, where["terms"]][:, 0]
+    ops = np.array(list(task.ops))[draws[:, where["ops"]]].reshape(n, task.terms - 1)
+    first, last = bracket_choice(task, terms, draws[:, where["span"]][:, 0])
+    position = np.arange(task.terms)
+    inside = (position >= first[:, None]) & (position <= last[:, None])
+    bracket_value = fold(values, ops, inside)
+    outer = (position < terms[:, None]) & ~(inside & (position > first[:, None]))
+    answer = fold(np.where(position == first[:, None], bracket_value[:, None], values), ops, outer)
+    return Problems(expression_text(values, ops, terms, first, last), answer)
+
+
+def expression_text(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, first: np.ndarray,
+                    last: np.ndarray) -> np.ndarray:
+    """Canonical text, as expressions.render writes it: '(12+7)*3-40'."""
+    text = np.full(len(values), "", dtype=str)
+    for i in range(values.shape[1]):
+        token = np.char.mod("%d", values[:, i])
+        token = np.char.add(np.where(first == i, "(", ""), np.char.add(token, np.where(last == i, ")", "")))
+        if i:
+            token = np.char.add(ops[:, i - 1], token)
+        text = np.char.add(text, np.where(i < terms, token, ""))
+    return text.astype(str)
 
 
 def distinct_problems(task: Task, n: int, rng: np.random.Generator, max_rounds: int = 100) -> Problems:

@@ -1,14 +1,36 @@
-"""The comparison of all experiments as one markdown table."""
+"""The comparison of all experiments: a markdown table, breakdown tables, and PNG plots."""
 
 from __future__ import annotations
 
-from pipeline.config import Params
+from pathlib import Path
 
-COLUMNS = ("experiment", "task", "model", "exact match", "char accuracy", "RMSE", "train s", "parameters", "test problems", "test seen in training")
+import numpy as np
+import pandas as pd
+
+from pipeline.breakdown import BREAKDOWNS, group_order
+from pipeline.config import NUMBER_MODELS, Experiment, Params
+
+COLUMNS = ("experiment", "task", "model", "encoding", "exact match", "char accuracy", "RMSE", "train s", "parameters",
+           "test problems", "test seen in training")
+FIXED_ENCODINGS = {"digitwise": "digit columns"}  # models whose codec takes no encoding options
+TITLES = {"terms": "number of terms", "digits": "digits of the longest operand", "operation": "operation",
+          "brackets": "brackets", "carries": "carries (sums) or borrows (one subtraction)",
+          "answer_length": "answer length (characters)"}
 
 
 def cell(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
+
+
+def encoding_of(exp: Experiment) -> str:
+    """How the experiment's model sees the text, in a few words: 'onehot', 'integer, reversed, masked'."""
+    if exp.model in NUMBER_MODELS:
+        return "numbers"
+    if exp.model in FIXED_ENCODINGS:
+        return FIXED_ENCODINGS[exp.model]
+    flags = ["reversed" if exp.reverse else "", "per-term padding" if exp.padding == "per_term" else "",
+             "masked" if exp.mask else ""]
+    return ", ".join([exp.encoding, *filter(None, flags)])
 
 
 def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
@@ -16,9 +38,99 @@ def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
     for name, m in metrics.items():
         exp = params.experiments[name]
         lines.append("| " + " | ".join([
-            name, exp.task, exp.model,
+            name, exp.task, exp.model, encoding_of(exp),
             cell(m.get("exact_match"), ".2%"), cell(m.get("char_accuracy"), ".2%"), cell(m.get("rmse"), ".3f"),
             cell(m.get("train_seconds"), ".1f"), cell(m.get("parameters"), ","), cell(m.get("test_size"), ","),
             cell(m.get("overlap_test"), ".0%"),
         ]) + " |")
-    return "# Experiments\n\nExact match: the whole answer right, on the test split.\n\n" + "\n".join(lines) + "\n"
+    sections = [breakdown_table(name, metrics) for name in BREAKDOWNS]
+    return ("# Experiments\n\nExact match: the whole answer right, on the test split.\n\n" + "\n".join(lines) + "\n"
+            + "".join(section for section in sections if section))
+
+
+def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:
+    """Exact match per experiment (rows) and group (columns) of one breakdown; only experiments with two
+    or more groups, since one group repeats the overall figure."""
+    rows = {exp: {group: c["exact_match"] for group, c in m.get("breakdown", {}).get(name, {}).items()}
+            for exp, m in metrics.items()}
+    frame = pd.DataFrame.from_dict({exp: groups for exp, groups in rows.items() if len(groups) > 1}, orient="index")
+    return frame[sorted(frame.columns, key=group_order)]
+
+
+def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
+    frame = breakdown_frame(name, metrics)
+    if frame.empty:
+        return ""
+    header = "| experiment | " + " | ".join(frame.columns) + " |\n|" + "---|" * (len(frame.columns) + 1) + "\n"
+    body = "".join("| " + " | ".join([exp, *(cell(None if pd.isna(v) else v, ".1%") for v in row)]) + " |\n"
+                   for exp, row in frame.iterrows())
+    return f"\n## Exact match by {TITLES[name]}\n\n{header}{body}"
+
+
+def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
+    """Held-out exact match against epoch and against training seconds, one line per experiment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6), sharey=True, layout="constrained")
+    tab20 = plt.get_cmap("tab20").colors
+    colours = tab20[::2] + tab20[1::2]  # ten distinct hues first, then their lighter shades
+    for i, (name, frame) in enumerate(curves.items()):
+        style = dict(color=colours[i % len(colours)], linestyle="-" if i < len(colours) else "--", linewidth=1.6, label=name)
+        axes[0].plot(frame["epoch"], frame["val_exact_match"], **style)
+        if "seconds" in frame:
+            axes[1].plot(frame["seconds"], frame["val_exact_match"], **style)
+    for ax, xlabel in zip(axes, ("epoch", "training seconds")):
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("exact match on the validation split")
+    axes[0].set_title("Accuracy vs epoch")
+    axes[1].set_title("Accuracy vs training time")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=9, frameon=False)
+    return save(fig, path)
+
+
+def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | None:
+    """A heatmap of exact match: experiments down, the breakdown's groups across, each cell labelled."""
+    frame = breakdown_frame(name, metrics)
+    if frame.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(frame.columns) + 2.5, 1.2 + 0.45 * len(frame)), layout="constrained")
+    image = ax.imshow(frame.to_numpy(dtype=float), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(frame.columns)), frame.columns)
+    ax.set_yticks(range(len(frame)), frame.index)
+    for (row, column), value in np.ndenumerate(frame.to_numpy(dtype=float)):
+        dark = not np.isnan(value) and not 0.15 < value < 0.85  # the ends of RdYlGn: white text reads better
+        ax.text(column, row, "–" if np.isnan(value) else f"{value:.1%}", ha="center", va="center", fontsize=8,
+                color="white" if dark else "black")
+    ax.set_xlabel(TITLES[name])
+    ax.set_title(f"Test exact match by {TITLES[name]}")
+    fig.colorbar(image, ax=ax, format=lambda v, _: f"{v:.0%}", shrink=0.8)
+    return save(fig, path)
+
+
+def save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_figures(metrics: dict[str, dict], curves: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """reports/figures/: accuracy_vs_epoch.png and breakdown_<name>.png; returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    written = [plot_curves(curves, folder / "accuracy_vs_epoch.png")]
+    written += [plot_breakdown(name, metrics, folder / f"breakdown_{name}.png") for name in BREAKDOWNS]
+    return [path for path in written if path is not None]

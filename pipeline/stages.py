@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline import problems, tracking
+from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.codec import load_codec, save_codec
 from pipeline.config import load_params, project_root
 from pipeline.errors import AdderError
-from pipeline.report import comparison_table
+from pipeline.report import comparison_table, write_figures
 
 SAMPLE_ROWS = 50
 
@@ -80,10 +81,11 @@ def train(exp_name: str) -> dict:
         trained.model.save(out / "model.keras")
         save_codec(trained.codec, out / "codec.json")
         write_rows(trained.history, out / "history.csv")
-        mlflow.log_metrics({"train_seconds": trained.train_seconds, "parameters": trained.model.count_params()})
+        mlflow.log_metrics({"train_seconds": trained.train_seconds, "parameters": trained.model.count_params(),
+                            **trained.seconds_to})
         model_uri = tracking.log_keras_model(trained.model, out / "codec.json")
     info = {"run_id": run.info.run_id, "model_uri": model_uri, "train_seconds": trained.train_seconds,
-            "parameters": trained.model.count_params()}
+            "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to}
     write_json(info, out / "run.json")
     return info
 
@@ -98,7 +100,7 @@ def load_trained(folder: Path) -> tuple:
 
 def evaluate(exp_name: str) -> dict:
     """metrics/<experiment>.json and plots/<experiment>/; adds test metrics and samples to the training run."""
-    from pipeline.evaluate import predict_answers, score
+    from pipeline.evaluate import length_generalisation, predict_answers, score
 
     root, params = project_root(), load_params()
     exp = params.experiment(exp_name)
@@ -115,17 +117,34 @@ def evaluate(exp_name: str) -> dict:
         "parameters": run["parameters"],
         "test_size": len(test),
         "overlap_test": summary["overlap_test"],
+        **run["seconds_to"],
     }
-    write_json(metrics, root / "metrics" / f"{exp_name}.json")
+    lengths = length_generalisation(model, codec, exp.eval_lengths, codec.limits.terms, params.seed)
+    metrics.update({f"exact_match_{n}_digits": value for n, value in lengths.items()})
+    split = breakdowns(test.text, test.answer, predicted)
+    write_json({**metrics, "breakdown": split}, root / "metrics" / f"{exp_name}.json")
     history = pd.read_csv(folder / "history.csv")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     (root / "plots" / exp_name).mkdir(parents=True, exist_ok=True)
     history.to_csv(root / "plots" / exp_name / "curves.csv", index=False)
+    write_breakdown_plots(split, root / "plots" / exp_name / "breakdown")
     with tracking.resume_run(run["run_id"]):
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")})
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")
+                            and not k.startswith("seconds_to")})
         mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(), "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
-    return metrics
+        mlflow.log_metrics(breakdown_metrics(split))
+        mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")
+    return {**metrics, "breakdown": split}
+
+
+def write_breakdown_plots(split: dict, folder: Path) -> None:
+    """One CSV per breakdown (group, count, exact_match): the DVC plots of the experiment's breakdowns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.csv"):
+        stale.unlink()
+    for name, groups in split.items():
+        write_rows([{"group": group, **cell} for group, cell in groups.items()], folder / f"{name}.csv")
 
 
 def compare() -> Path:
@@ -140,7 +159,12 @@ def compare() -> Path:
     out = root / "reports" / "comparison.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(comparison_table(params, rows))
+    curves = {name: pd.read_csv(path) for name in params.experiments
+              if (path := root / "plots" / name / "curves.csv").is_file()}
+    figures = write_figures(rows, curves, root / "reports" / "figures")
     tracking.connect(root, tracking.REPORTS)
     with mlflow.start_run(run_name="compare", tags=tracking.run_tags(root)):
         mlflow.log_artifact(str(out))
+        for figure in figures:
+            mlflow.log_artifact(str(figure), "figures")
     return out

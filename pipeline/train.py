@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.codec import Codec, Limits
-from pipeline.config import Experiment, Task
+from pipeline.config import MILESTONES, Experiment, Task
 from pipeline.evaluate import predict_answers, score
 from pipeline.models import build_model, make_codec
 from pipeline.problems import Problems
@@ -30,12 +30,14 @@ def epoch_indices(n: int, exp: Experiment, rng: np.random.Generator) -> np.ndarr
     return np.stack([rng.permutation(n) for _ in range(exp.epochs)])
 
 
-def training_stream(x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    """Batches that never straddle two epochs, gathered from arrays held once in memory."""
-    x, y = tf.constant(x), tf.constant(y)
+def training_stream(x, y: np.ndarray, indices: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches that never straddle two epochs, gathered from arrays held once in memory
+    (x may be a tuple of arrays, for models with several inputs)."""
+    x, y = tf.nest.map_structure(tf.constant, x), tf.constant(y)
     epochs = tf.data.Dataset.from_tensor_slices(indices)
     batches = epochs.flat_map(lambda row: tf.data.Dataset.from_tensor_slices(row).batch(batch_size))
-    return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i))).prefetch(tf.data.AUTOTUNE)
+    gather = lambda i: (tf.nest.map_structure(lambda a: tf.gather(a, i), x), tf.gather(y, i))
+    return batches.map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_execution(steps: int, cap: int = 64) -> int:
@@ -49,9 +51,12 @@ EpochHook = Callable[[int, dict[str, float]], None]
 class EpochReport(keras.callbacks.Callback):
     """Scores the held-out split after every epoch, adds it to the epoch's logs and hands them on."""
 
-    def __init__(self, codec: Codec, val: Problems, on_epoch: EpochHook | None):
+    def __init__(self, codec: Codec, val: Problems, exp: Experiment, on_epoch: EpochHook | None):
         super().__init__()
-        self.codec, self.val, self.on_epoch = codec, val, on_epoch
+        self.codec, self.val, self.exp, self.on_epoch = codec, val, exp, on_epoch
+        self.seconds_to: dict[float, float] = {}
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -59,6 +64,12 @@ class EpochReport(keras.callbacks.Callback):
         for name, value in score(predict_answers(self.model, self.codec, self.val.text), self.val.answer, self.codec).items():
             logs[f"val_{name}"] = value
         logs["seconds"] = time.perf_counter() - self.started
+        for level in MILESTONES:
+            if logs["val_exact_match"] >= level:
+                self.seconds_to.setdefault(level, logs["seconds"])
+        reached = self.exp.target is not None and logs["val_exact_match"] >= self.exp.target
+        if reached or (self.exp.max_seconds is not None and logs["seconds"] >= self.exp.max_seconds):
+            self.model.stop_training = True
         if self.on_epoch:
             self.on_epoch(epoch + 1, {k: float(v) for k, v in logs.items()})
 
@@ -69,6 +80,7 @@ class Trained:
     codec: Codec
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    seconds_to: dict[str, float] = field(default_factory=dict)  # e.g. {"seconds_to_99": 12.3}
 
 
 def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problems, seed: int,
@@ -77,12 +89,12 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
     codec = make_codec(exp, Limits.of(task))
     indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed))
     steps = math.ceil(indices.shape[1] / exp.batch_size)
-    model = build_model(exp, codec, steps_per_execution(steps))
-    stream = training_stream(codec.encode_inputs(train_split.text), codec.encode_targets(train_split.answer),
-                             indices, exp.batch_size)
+    model = build_model(exp, codec, steps * exp.epochs, steps_per_execution(steps))
+    stream = training_stream(*codec.training_pair(train_split.text, train_split.answer), indices, exp.batch_size)
+    report = EpochReport(codec, val_split, exp, on_epoch)
     started = time.perf_counter()
-    fit = model.fit(stream, epochs=exp.epochs, steps_per_epoch=steps, verbose=0, shuffle=False,
-                    callbacks=[EpochReport(codec, val_split, on_epoch)])
+    fit = model.fit(stream, epochs=exp.epochs, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[report])
     seconds = time.perf_counter() - started
     history = [{k: float(v[i]) for k, v in fit.history.items()} for i in range(len(fit.history["loss"]))]
-    return Trained(model, codec, history, seconds)
+    milestones = {f"seconds_to_{level * 100:g}".replace(".", "_"): s for level, s in report.seconds_to.items()}
+    return Trained(model, codec, history, seconds, milestones)

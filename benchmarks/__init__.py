@@ -1,0 +1,1 @@
+"""Speed and time-to-accuracy benchmarks: `make bench` (python -m benchmarks)."""

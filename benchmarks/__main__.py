@@ -1,0 +1,133 @@
+"""Speed benchmarks, each printed as a ratio against a baseline measured in the same run:
+
+  data        problem generation + encoding vs the tutorial's pure-Python generator
+  training    time to 99% / 99.9% held-out exact match on 3-digit addition, vs the Keras addition_rnn setup
+  predict     batch prediction throughput (problems/s) of each trained model
+
+Usage: python -m benchmarks [--budget SECONDS] [--out docs/benchmarks.md]   (or `make bench`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from benchmarks import tutorial  # noqa: E402
+from pipeline.codec import CharCodec, Limits  # noqa: E402
+from pipeline.config import Experiment, Task  # noqa: E402
+from pipeline.evaluate import exact_match, predict_answers  # noqa: E402
+from pipeline.problems import sample_problems, split_problems  # noqa: E402
+
+ADD3 = Task(terms=2, digits=3, train_size=50_000, val_size=2_000, test_size=10_000)
+
+# The four 3-digit addition setups of the comparison; `keras` is the baseline of the ratios.
+SETUPS = {
+    "tutorial": ("the tutorial's seq2seq: LSTM(100)-RepeatVector-LSTM(50), 1,000 fresh samples/epoch, batch 10",
+                 dict(model="seq2seq", units=(100, 50), epochs=30, samples_per_epoch=1000, batch_size=10)),
+    "keras": ("Keras addition_rnn: LSTM(128)-RepeatVector-LSTM(128), reversed input, 50k questions, batch 32",
+              dict(model="seq2seq", units=(128, 128), reverse=True, epochs=50, batch_size=32)),
+    "char_seq2seq": ("best character-level seq2seq on raw '123+45': attention encoder-decoder",
+                     dict(model="attention", units=(128,), embedding_dim=32, epochs=40, samples_per_epoch=10000,
+                          batch_size=128, learning_rate=0.005, schedule="cosine")),
+    "best": ("best of any kind: digitwise LSTM(32) over digit columns",
+             dict(model="digitwise", units=(32,), epochs=20, samples_per_epoch=10000, batch_size=128,
+                  learning_rate=0.01, schedule="cosine")),
+}
+
+
+def rate(seconds: float, n: int) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def timed(fn, *args):
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - started
+
+
+def bench_data(n_baseline: int = 20_000, n_ours: int = 1_000_000) -> list[str]:
+    """Rows/s of generate + encode (strings, integer codes, one-hot) on 3-digit addition."""
+    alphabet = list("0123456789+ ")
+    _, baseline = timed(tutorial.generate_data, n_baseline, 2, 999, alphabet)
+    codec = CharCodec(Limits.of(ADD3))
+
+    def ours(n):
+        problems = sample_problems(ADD3, n, np.random.default_rng(0))
+        return codec.training_pair(problems.text, problems.answer)
+
+    _, seconds = timed(ours, n_ours)
+    base, fast = rate(baseline, n_baseline), rate(seconds, n_ours)
+    return ["| generator | problems/s | ratio |", "|---|---|---|",
+            f"| tutorial (pure Python) | {base:,.0f} | 1.0 |",
+            f"| adder (numpy) | {fast:,.0f} | {fast / base:,.0f}x |"]
+
+
+def bench_training(budget: float) -> tuple[list[str], dict]:
+    from pipeline.train import train
+
+    splits = split_problems(ADD3, 1)
+    rows, trained = [], {}
+    for name, (label, settings) in SETUPS.items():
+        exp = Experiment(task="add3", target=0.999, max_seconds=budget, **settings)
+        print(f"training {name}: {label} (budget {budget:.0f}s)", flush=True)
+        result = train(exp, ADD3, splits["train"], splits["val"], seed=1)
+        test = exact_match(predict_answers(result.model, result.codec, splits["test"].text), splits["test"].answer)
+        trained[name] = result
+        rows.append((name, label, result.seconds_to.get("seconds_to_99"), result.seconds_to.get("seconds_to_99_9"),
+                     result.train_seconds, test))
+    base = dict((r[0], r) for r in rows)["keras"][2]
+    shown = lambda s: "not reached" if s is None else f"{s:.0f}"
+    ratio = lambda s: "–" if s is None or base is None else f"{base / s:.1f}x faster"
+    table = ["| setup | seconds to 99% | seconds to 99.9% | vs Keras to 99% (99% / 99.9%) | trained s | test exact match |",
+             "|---|---|---|---|---|---|"]
+    for name, label, s99, s999, total, test in rows:
+        table.append(f"| **{name}**: {label} | {shown(s99)} | {shown(s999)} | {ratio(s99)} / {ratio(s999)} | "
+                     f"{total:.0f} | {test:.2%} |")
+    if base is None:
+        table.append(f"\nThe Keras setup did not reach 99% within the {budget:.0f}s budget, so no ratio can be given.")
+    return table, trained
+
+
+def bench_predict(trained: dict, n: int = 20_000) -> list[str]:
+    texts = sample_problems(ADD3, n, np.random.default_rng(2)).text
+    speeds = {}
+    for name, result in trained.items():
+        predict_answers(result.model, result.codec, texts[:100])  # warm-up: tracing
+        _, seconds = timed(predict_answers, result.model, result.codec, texts)
+        speeds[name] = rate(seconds, n)
+    table = ["| model | problems/s | vs Keras setup |", "|---|---|---|"]
+    table += [f"| {name} | {speed:,.0f} | {speed / speeds['keras']:.1f}x |" for name, speed in speeds.items()]
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=600, help="training seconds per setup (default 600)")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    args = parser.parse_args()
+
+    sections = [f"# Benchmarks\n\n`make bench` on {platform.machine()}, {os.cpu_count()} cores, "
+                f"{time.strftime('%Y-%m-%d')}. Every ratio compares figures measured in the same run.\n"]
+    print("data generation ...", flush=True)
+    sections += ["## Data generation (3-digit addition, generate + one-hot encode)\n", *bench_data(), ""]
+    training, trained = bench_training(args.budget)
+    sections += ["## Time to accuracy (3-digit addition, held-out exact match on 2,000 validation problems)\n",
+                 "Timed by a training callback from the first step, validation included; "
+                 "training stops at 99.9% or at the budget.\n", *training, ""]
+    print("prediction ...", flush=True)
+    sections += ["## Batch prediction (20,000 3-digit problems: encode, predict, decode)\n", *bench_predict(trained), ""]
+    report = "\n".join(sections) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Breakdowns of exact match on hand-made problems and predictions."""
+
+import numpy as np
+import pytest
+
+from pipeline.breakdown import BREAKDOWNS, breakdown_metrics, breakdown_rows, breakdowns, column_borrows, column_carries, features
+
+
+@pytest.mark.parametrize(("operands", "carries"), [
+    ([12, 50], 0), ([15, 5], 1), ([99, 1], 2), ([999, 1], 3), ([9, 9, 9], 1), ([55, 55, 55], 2), ([0, 0], 0),
+])
+def test_column_carries(operands, carries):
+    assert column_carries(operands) == carries
+
+
+@pytest.mark.parametrize(("a", "b", "borrows"), [(50, 12, 1), (12, 50, 1), (99, 11, 0), (100, 1, 2), (1000, 1, 3), (7, 7, 0)])
+def test_column_borrows(a, b, borrows):
+    assert column_borrows(a, b) == borrows
+
+
+def test_features():
+    assert features("12+50", 62) == {"terms": "2", "digits": "2", "operation": "add", "brackets": "no",
+                                     "carries": "0", "answer_length": "2"}
+    assert features("3-50", -47) == {"terms": "2", "digits": "2", "operation": "sub", "brackets": "no",
+                                     "carries": "1", "answer_length": "3"}
+    assert features("(12+7)*3", 57)["operation"] == "mixed"
+    assert features("(12+7)*3", 57)["brackets"] == "yes"
+    assert features("(12+7)*3", 57)["carries"] == "n/a"
+    assert features("2*3*4", 24)["operation"] == "mul"
+    assert features("9+9+9+9", 36)["terms"] == "4"
+
+
+def test_breakdowns_by_hand():
+    texts = ["1+2", "9+9", "12+3", "5-7", "4*4", "4*5"]
+    answers = [3, 18, 15, -2, 16, 20]
+    predicted = ["3", "17", "15", "-2", "16", "21"]
+    result = breakdowns(texts, answers, predicted)
+    assert list(result) == list(BREAKDOWNS)
+    assert result["operation"] == {"add": {"count": 3, "exact_match": pytest.approx(2 / 3)},
+                                   "mul": {"count": 2, "exact_match": 0.5},
+                                   "sub": {"count": 1, "exact_match": 1.0}}
+    assert result["carries"] == {"0": {"count": 3, "exact_match": 1.0}, "1": {"count": 1, "exact_match": 0.0},
+                                 "n/a": {"count": 2, "exact_match": 0.5}}
+    assert result["digits"] == {"1": {"count": 5, "exact_match": 0.6}, "2": {"count": 1, "exact_match": 1.0}}
+    assert result["answer_length"]["2"] == {"count": 5, "exact_match": 0.6}
+    assert result["terms"] == {"2": {"count": 6, "exact_match": pytest.approx(4 / 6)}}
+
+
+def test_groups_in_natural_order():
+    texts = [f"{n}+{n}" for n in (1, 50, 500, 5000, 50000, 500000, 5000000, 50000000, 500000000, 5000000000)]
+    answers = [2 * int(t.split("+")[0]) for t in texts]
+    assert list(breakdowns(texts, answers, np.array(answers).astype(str))["digits"]) == [str(n) for n in range(1, 11)]
+
+
+def test_rows_and_metric_names():
+    result = breakdowns(["1+2", "2*3"], [3, 6], ["3", "5"])
+    rows = breakdown_rows(result)
+    assert {"breakdown": "operation", "group": "mul", "count": 1, "exact_match": 0.0} in rows
+    metrics = breakdown_metrics(result)
+    assert metrics["test_exact_match/operation/add"] == 1.0
+    assert metrics["test_exact_match/carries/n_a"] == 0.0  # MLflow metric names take no '/' inside a group

@@ -1,0 +1,63 @@
+"""Decoders fed their own previous output (attention, transformer): token codec, shapes, greedy decoding."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from pipeline.codec import Limits, TokenCodec  # noqa: E402
+from pipeline.config import Experiment  # noqa: E402
+from pipeline.evaluate import predict_answers  # noqa: E402
+from pipeline.models import build_model, make_codec  # noqa: E402
+
+ADD3 = Limits(2, 0, 999)
+
+
+def test_targets_least_significant_first_then_end():
+    codec = TokenCodec(ADD3)
+    assert codec.out_steps == 5
+    targets = codec.encode_targets(np.array([1998, 7]))
+    end = TokenCodec.END
+    assert targets.tolist() == [[8, 9, 9, 1, end], [7, end, end, end, end]]
+    assert codec.decoder_inputs(targets)[:, 0].tolist() == [TokenCodec.START] * 2
+    assert codec.decoder_inputs(targets)[0, 1:].tolist() == [8, 9, 9, 1]
+
+
+def test_decode_reverses_and_stops_at_end():
+    codec = TokenCodec(ADD3)
+    tokens = np.array([[8, 9, 9, 1, 11], [7, 11, 3, 3, 11]])
+    assert codec.decode(np.eye(13)[tokens]).tolist() == ["1998", "7"]
+
+
+class Oracle:
+    """A stand-in decoder that answers every step with the true next token (to test greedy decoding alone)."""
+
+    def __init__(self, codec, answers):
+        self.targets = codec.encode_targets(answers)
+
+    def predict(self, inputs, batch_size=None, verbose=0):
+        return np.eye(13, dtype=np.float32)[self.targets]
+
+
+def test_greedy_decoding_with_an_oracle_model():
+    codec = TokenCodec(ADD3)
+    texts, answers = np.array(["999+999", "3+4", "120+5"]), np.array([1998, 7, 125])
+    assert predict_answers(Oracle(codec, answers), codec, texts).tolist() == ["1998", "7", "125"]
+
+
+@pytest.mark.parametrize("model, units", [("attention", (16,)), ("transformer", (16,))])
+def test_decoder_models_shapes(model, units):
+    exp = Experiment(task="add3", model=model, units=units, epochs=1, batch_size=8, embedding_dim=8)
+    codec = make_codec(exp, ADD3)
+    assert isinstance(codec, TokenCodec)
+    net = build_model(exp, codec)
+    (x, previous), y = codec.training_pair(np.array(["12+50", "999+1"]), np.array([62, 1000]))
+    assert net.predict([x, previous], verbose=0).shape == (2, codec.out_steps, codec.out_symbols)
+    assert predict_answers(net, codec, np.array(["12+50"])).shape == (1,)
+
+
+def test_transformer_units_validated():
+    with pytest.raises(ValueError, match="transformer"):
+        Experiment(task="add3", model="transformer", units=(30,), epochs=1, batch_size=8)

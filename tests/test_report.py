@@ -1,0 +1,47 @@
+"""The comparison report: table columns, breakdown tables and figures from hand-made metrics."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import load_params
+from pipeline.report import comparison_table, encoding_of, write_figures
+
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def metrics(exact: float, breakdown: dict | None = None) -> dict:
+    return {"exact_match": exact, "char_accuracy": 0.9, "train_seconds": 12.5, "parameters": 1234, "test_size": 100,
+            "overlap_test": 0.0, "breakdown": breakdown or {}}
+
+
+OPS = {"operation": {"add": {"count": 5, "exact_match": 1.0}, "mul": {"count": 5, "exact_match": 0.25}},
+       "terms": {"2": {"count": 10, "exact_match": 0.6}}}
+ROWS = {"add3-seq2seq": metrics(0.5), "ops-seq2seq": metrics(0.6, OPS), "mapping-naive_mlp": {"rmse": 0.0, "exact_match": 1.0}}
+
+
+def test_encoding_of():
+    assert encoding_of(PARAMS.experiment("add3-seq2seq")) == "onehot"
+    assert encoding_of(PARAMS.experiment("add3-seq2seq-integer_reversed")) == "integer, reversed"
+    assert encoding_of(PARAMS.experiment("mapping-naive_mlp")) == "numbers"
+    exp = PARAMS.experiment("add3-seq2seq").model_copy(update={"padding": "per_term", "mask": True})
+    assert encoding_of(exp) == "onehot, per-term padding, masked"
+
+
+def test_table_rows_and_breakdowns():
+    table = comparison_table(PARAMS, ROWS)
+    assert "| experiment | task | model | encoding | exact match | char accuracy | RMSE | train s | parameters |" in table
+    assert "| add3-seq2seq | add3 | seq2seq | onehot | 50.00% | 90.00% | – | 12.5 | 1,234 | 100 | 0% |" in table
+    assert "| mapping-naive_mlp | mapping | naive_mlp | numbers | 100.00% | – | 0.000 |" in table
+    # only breakdowns with two or more groups get a table
+    assert "## Exact match by operation\n\n| experiment | add | mul |\n|---|---|---|\n| ops-seq2seq | 100.0% | 25.0% |" in table
+    assert "by number of terms" not in table
+
+
+def test_figures(tmp_path):
+    curves = {name: pd.DataFrame({"epoch": [1, 2, 3], "val_exact_match": [0.1, 0.5, 0.9], "seconds": [1.0, 2.0, 3.0]})
+              for name in ROWS}
+    written = write_figures(ROWS, curves, tmp_path / "figures")
+    assert [p.name for p in written] == ["accuracy_vs_epoch.png", "breakdown_operation.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
