@@ -169,7 +169,6 @@ def distinct_problems(task: Task, n: int, rng: np.random.Generator, max_rounds: 
 def split_problems(task: Task, seed: int) -> dict[str, Problems]:
     """train / val / test splits; with task.disjoint no problem appears in two splits."""
     rng = np.random.default_rng(seed)
-    # Test first, so growing train_size never changes the test set.
     sizes = {"test": task.test_size, "val": task.val_size, "train": task.train_size}
     if not task.disjoint:
         return {split: sample_problems(task, size, rng) for split, size in sizes.items()}
@@ -179,7 +178,10 @@ def split_problems(task: Task, seed: int) -> dict[str, Problems]:
             f"train_size + val_size + test_size = {total:,} but the task has only {task.space_size:,} distinct "
             "problems; lower the sizes or set disjoint: false"
         )
+    # Shuffle before cutting: the most frequent problems are the first drawn, and without this
+    # they would all land in the test split and none in training.
     pool = distinct_problems(task, total, rng)
+    pool = pool.take(rng.permutation(len(pool)))
     bounds = np.cumsum([0, *sizes.values()])
     return {split: pool.take(np.arange(bounds[i], bounds[i + 1])) for i, split in enumerate(sizes)}
 

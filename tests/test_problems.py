@@ -173,12 +173,11 @@ def test_read_csv_errors(tmp_path):
         read_csv(bad)
 
 
-def test_test_split_stable_when_train_grows_range_task():
-    small, big = split_problems(task(train_size=100), 1), split_problems(task(train_size=1000), 1)
-    np.testing.assert_array_equal(small["test"].text, big["test"].text)
-
-
-def test_test_split_stable_when_train_grows_digits_task():
-    digits = dict(min_value=None, max_value=None, digits=3)
-    small, big = split_problems(task(train_size=100, **digits), 1), split_problems(task(train_size=1000, **digits), 1)
-    np.testing.assert_array_equal(small["test"].text, big["test"].text)
+def test_frequent_problems_spread_over_every_split():
+    # 1-digit + 1-digit problems are 1/9 of the digits=3 draws but only 100 distinct problems:
+    # they must not all end up in the test split (the first drawn), leaving training without any.
+    splits = split_problems(task(min_value=None, max_value=None, digits=3, train_size=5000, val_size=500,
+                                 test_size=1000), 1)
+    short = {name: np.mean([len(t) == 3 for t in split.text]) for name, split in splits.items()}
+    assert short["train"] > 0.005
+    assert abs(short["train"] - short["test"]) < 0.01
