@@ -14,6 +14,7 @@ from pipeline.errors import AdderError
 
 # Keep TensorFlow's C++ start-up chatter and MLflow's schema hints off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr holds errors only
 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
 
 app = typer.Typer(help="Teach neural networks arithmetic from character strings.", no_args_is_help=True,
@@ -48,6 +49,8 @@ def evaluate(experiment: str) -> None:
     metrics = stages.evaluate(experiment)
     shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("exact_match", "char_accuracy", "rmse") if k in metrics)
     typer.echo(f"{experiment}: {shown}")
+    if registry := metrics["registry"]:
+        typer.echo(f"{registry['model']} version {registry['version']}: {registry['decision']} ({registry['reason']})")
 
 
 @app.command()
@@ -100,6 +103,26 @@ def read_lines(file: str) -> list[str]:
     except OSError as e:
         raise AdderError(f"cannot read {file}: {e.strerror}") from None
     return text.splitlines()
+
+
+@app.command()
+def serve(
+    model: Annotated[Optional[str], typer.Argument(help="task, experiment or MLflow model URI "
+                                                        "[default: the champion of the best task]")] = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
+) -> None:
+    """Serve MODEL over HTTP through `mlflow models serve`: POST /invocations {"inputs": ["12+50"]}."""
+    from pipeline import tracking
+    from pipeline.config import project_root
+    from pipeline.serving import serve as serve_model
+
+    root = project_root()
+    tracking.connect(root)  # an unreachable tracking server fails here, in one line
+    uri = tracking.served_model_uri(root, model)
+    typer.echo(f"serving {uri} at http://{host}:{port}/invocations")
+    sys.stdout.flush()  # the process is replaced next
+    serve_model(uri, host, port, tracking.tracking_uri(root))
 
 
 def main() -> None:

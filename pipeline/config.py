@@ -113,6 +113,9 @@ class Experiment(Strict):
     padding: Literal["left", "per_term"] = "left"
     mask: bool = False
     embedding_dim: int = Field(16, ge=1)
+    # digitwise: a hidden ReLU layer before the output digit; 0 for none (2 terms need none, and
+    # generalise further without it).
+    head_units: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _units_fit_model(self) -> Experiment:
@@ -147,6 +150,9 @@ class Params(Strict):
             if exp.model in NUMBER_MODELS and (task.ops != "+" or task.brackets or (task.min_terms or task.terms) != task.terms):
                 raise ValueError(f"experiments.{name}.model: {exp.model} reads a fixed number of operands to add; "
                                  f"task {exp.task!r} has other operations, brackets or a varying number of terms")
+            if exp.model == "digitwise" and (task.ops != "+" or task.brackets):
+                raise ValueError(f"experiments.{name}.model: digitwise adds digit columns; task {exp.task!r} "
+                                 "has other operations or brackets")
             if not re.fullmatch(pattern, name):
                 raise ValueError(f"experiment name {name!r}: must be <task>-<model>[-variant], here {exp.task}-{exp.model}[-...]")
         return self

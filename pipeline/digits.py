@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def digit_columns(texts, steps: int | None = None) -> np.ndarray:
-    """'123+45' -> (n, steps, terms) digits, column k holding digit k (from the right) of each term."""
-    terms = np.char.split(np.asarray(texts, dtype=str), "+")
-    terms = np.array(terms.tolist(), dtype=str)  # (n, terms)
+def digit_columns(texts, steps: int | None = None, terms: int | None = None) -> np.ndarray:
+    """'123+45' -> (n, steps, terms) digits, column k holding digit k (from the right) of each term.
+    Problems with fewer terms get zero terms, which leave the sum unchanged."""
+    rows = np.char.split(np.asarray(texts, dtype=str), "+").tolist()
+    count = terms or max(map(len, rows), default=1)
+    terms = np.array([row + ["0"] * (count - len(row)) for row in rows], dtype=str).reshape(len(rows), count)
     width = max(int(np.char.str_len(terms).max()), 1) if terms.size else 1
     steps = max(steps or 0, width)
     padded = np.char.zfill(terms, steps).astype(f"S{steps}")

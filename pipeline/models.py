@@ -58,6 +58,8 @@ def digitwise(exp: Experiment, codec: ColumnCodec) -> keras.Model:
     model = keras.Sequential([keras.Input((None, codec.features))], name="digitwise")
     for units in exp.units:
         model.add(layers.LSTM(units, return_sequences=True))
+    if exp.head_units:  # maps a column total of 3+ terms and the carry to its digit (a sum modulo 10)
+        model.add(layers.Dense(exp.head_units, activation="relu"))
     model.add(layers.Dense(10, activation="softmax"))
     return model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.codec import Codec
+from pipeline.codec import Codec, NumberCodec, load_codec
 from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers
 
@@ -26,15 +26,16 @@ class Predictor:
 
 
 def best_sequence_experiment(root: Path) -> str:
-    """The trained seq2seq experiment with the highest test exact match."""
+    """The trained sequence experiment with the highest test exact match; on a tie, the one
+    trained on the widest operands (so '12+50' does not go to a model of 1..10)."""
     scored = []
     for path in sorted((root / "metrics").glob("*.json")):
-        folder = root / "models" / path.stem
-        if (folder / "codec.json").is_file() and json.loads((folder / "codec.json").read_text())["kind"] == "chars":
-            scored.append((json.loads(path.read_text()).get("exact_match", 0.0), path.stem))
+        codec_file = root / "models" / path.stem / "codec.json"
+        if codec_file.is_file() and not isinstance(codec := load_codec(codec_file), NumberCodec):
+            scored.append((json.loads(path.read_text()).get("exact_match", 0.0), codec.limits.high, path.stem))
     if not scored:
         raise AdderError("no trained sequence model yet; run `make run` (or `dvc repro`) first, or pass --model")
-    return max(scored)[1]
+    return max(scored)[-1]
 
 
 def load_predictor(root: Path, model: str | None) -> Predictor:
@@ -53,7 +54,6 @@ def load_predictor(root: Path, model: str | None) -> Predictor:
 def load_from_mlflow(uri: str) -> Predictor:
     import mlflow
 
-    from pipeline.codec import load_codec
     from pipeline.config import project_root
     from pipeline.tracking import connect
 

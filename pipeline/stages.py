@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline import problems, tracking
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
-from pipeline.codec import load_codec, save_codec
+from pipeline.codec import NumberCodec, load_codec, save_codec
 from pipeline.config import load_params, project_root
 from pipeline.errors import AdderError
 from pipeline.report import comparison_table, write_figures
@@ -84,7 +84,10 @@ def train(exp_name: str) -> dict:
         mlflow.log_metrics({"train_seconds": trained.train_seconds, "parameters": trained.model.count_params(),
                             **trained.seconds_to})
         model_uri = tracking.log_keras_model(trained.model, out / "codec.json")
-    info = {"run_id": run.info.run_id, "model_uri": model_uri, "train_seconds": trained.train_seconds,
+        # Sequence models also answer strings with strings (pipeline.serving), for `adder serve`.
+        serving = ({} if isinstance(trained.codec, NumberCodec) else
+                   {"serving_uri": tracking.log_serving_model(out, train_split.text[0])})
+    info = {"run_id": run.info.run_id, "model_uri": model_uri, **serving, "train_seconds": trained.train_seconds,
             "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to}
     write_json(info, out / "run.json")
     return info
@@ -128,6 +131,7 @@ def evaluate(exp_name: str) -> dict:
     (root / "plots" / exp_name).mkdir(parents=True, exist_ok=True)
     history.to_csv(root / "plots" / exp_name / "curves.csv", index=False)
     write_breakdown_plots(split, root / "plots" / exp_name / "breakdown")
+    registry = {}
     with tracking.resume_run(run["run_id"]):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")
                             and not k.startswith("seconds_to")})
@@ -135,7 +139,11 @@ def evaluate(exp_name: str) -> dict:
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
         mlflow.log_metrics(breakdown_metrics(split))
         mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")
-    return {**metrics, "breakdown": split}
+        if "serving_uri" in run:  # registered as a version of adder-<task>; champion only if it scores higher
+            mlflow.set_tag("test_sha256", summary["splits"]["test"]["sha256"])
+            registry = tracking.register_and_crown(exp.task, run["serving_uri"], run["run_id"], metrics["exact_match"],
+                                                   summary["splits"]["test"]["sha256"])
+    return {**metrics, "breakdown": split, "registry": registry}
 
 
 def write_breakdown_plots(split: dict, folder: Path) -> None:

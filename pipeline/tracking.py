@@ -90,3 +90,122 @@ def log_keras_model(model, codec_file: Path) -> str:
         pip_requirements=[f"tensorflow-cpu=={tensorflow.__version__}", f"keras=={keras.__version__}"],
     )
     return info.model_uri
+
+
+# --- the string-in, string-out model, and the registry: one registered model per task (adder-<task>),
+# its best version under the alias "champion".
+
+CHAMPION = "champion"
+# What the served model imports; pinned so that MLflow need not infer them (slow) and a served copy matches.
+REQUIREMENTS = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml")
+
+
+def log_serving_model(folder: Path, example: str) -> str:
+    """Logs pipeline.serving's pyfunc with the Keras model, its codec and the pipeline package itself,
+    so it loads in a fresh process; returns the model URI."""
+    import importlib.metadata
+    import warnings
+
+    import pipeline
+    from pipeline.serving import INPUT, SIGNATURE, AdderModel
+
+    with warnings.catch_warnings():  # the hint to type predict(): its signature is given explicitly instead
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="serving",
+            python_model=AdderModel(),
+            artifacts={"model": str(folder / "model.keras"), "codec": str(folder / "codec.json")},
+            code_paths=[str(Path(pipeline.__file__).parent)],
+            signature=SIGNATURE,
+            input_example=pd.DataFrame({INPUT: [example]}),
+            pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS],
+        )
+    return info.model_uri
+
+
+def registered_name(task: str) -> str:
+    return f"adder-{task}"
+
+
+def beats(candidate: float, champion: float | None) -> bool:
+    """Only a strictly higher score takes the alias: a tie keeps the model already serving."""
+    return champion is None or candidate > champion
+
+
+def champion_of(client, name: str) -> dict | None:
+    """The champion version of a registered model with the test figures logged to its run, or None."""
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None  # no such registered model, or no champion yet
+    run = client.get_run(version.run_id)
+    return {"version": version.version, "exact_match": run.data.metrics.get("test_exact_match"),
+            "test_sha256": run.data.tags.get("test_sha256")}
+
+
+def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: float, test_sha256: str) -> dict:
+    """Registers model_uri as a new version of adder-<task>; moves the champion alias to it only if it
+    beats the champion's test exact match on the same test set. Logs the decision to the active run."""
+    client = mlflow.MlflowClient()
+    name = registered_name(task)
+    champion = champion_of(client, name)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    # The client, unlike mlflow.register_model, prints nothing: the stage's stderr holds errors only.
+    version = client.create_model_version(name, source=model_uri, run_id=run_id,
+                                          model_id=model_uri.removeprefix("models:/"))
+    if champion is None or champion["exact_match"] is None:
+        promoted, reason = True, "no champion yet"
+    elif champion["test_sha256"] != test_sha256:
+        promoted, reason = True, "the champion was scored on another test set"
+    else:
+        promoted = beats(exact_match, champion["exact_match"])
+        reason = "higher test exact match" if promoted else "not higher than the champion's test exact match"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    decision = {"model": name, "version": version.version, "decision": "promoted" if promoted else "kept",
+                "reason": reason, "candidate_exact_match": exact_match,
+                "champion_version": champion and champion["version"],
+                "champion_exact_match": champion and champion["exact_match"]}
+    mlflow.set_tags({f"registry.{k}": str(v) for k, v in decision.items() if not k.endswith("exact_match")})
+    mlflow.log_metrics({f"registry.{k}": v for k, v in decision.items() if k.endswith("exact_match") and v is not None})
+    return decision
+
+
+def best_champion() -> str:
+    """The champion of the task whose champion has the highest test exact match, as a models:/ URI."""
+    client = mlflow.MlflowClient()
+    scored = []
+    for model in client.search_registered_models(filter_string="name LIKE 'adder-%'"):
+        champion = champion_of(client, model.name)
+        if champion and champion["exact_match"] is not None:
+            scored.append((champion["exact_match"], model.name))
+    if not scored:
+        raise AdderError("no champion in the model registry yet; run `dvc repro` (evaluate registers models) "
+                         "or name a MODEL")
+    return f"models:/{max(scored)[1]}@{CHAMPION}"
+
+
+def served_model_uri(root: Path, model: str | None) -> str:
+    """MODEL as an MLflow URI of a string-answering model: a URI as given, an experiment's logged pyfunc,
+    else a task's (or registered model's) champion; raises AdderError if no such model loads."""
+    import json
+
+    if model is None:
+        uri = best_champion()
+    elif ":/" in model:
+        uri = model
+    elif (run_file := root / "models" / model / "run.json").is_file():
+        uri = json.loads(run_file.read_text()).get("serving_uri")
+        if uri is None:
+            raise AdderError(f"experiment {model!r} has no served model: only sequence models answer strings")
+    else:
+        uri = f"models:/{model if model.startswith('adder-') else registered_name(model)}@{CHAMPION}"
+    try:
+        flavor = mlflow.models.get_model_info(uri).flavors.get("python_function", {})
+    except (mlflow.exceptions.MlflowException, OSError) as e:
+        raise AdderError(f"no model at {uri}: {str(e).strip().splitlines()[0]}") from None
+    if flavor.get("loader_module") != "mlflow.pyfunc.model":
+        raise AdderError(f"{uri} is not a model that answers expressions as strings; "
+                         "serve an experiment's `serving` model or a task's champion")
+    return uri

@@ -37,7 +37,7 @@ class Oracle:
     def __init__(self, codec, answers):
         self.targets = codec.encode_targets(answers)
 
-    def predict(self, inputs, batch_size=None, verbose=0):
+    def predict_on_batch(self, inputs):
         return np.eye(13, dtype=np.float32)[self.targets]
 
 

@@ -55,11 +55,7 @@ TINY = {
 TASKS = tuple(TINY["tasks"])
 EXPERIMENTS = tuple(TINY["experiments"])
 SEQ2SEQ = "seed-seq2seq"
-MAPPING = "mapping-naive_mlp"
 SPLITS = ("train", "val", "test")
-# Wall-clock measurements (train_seconds, seconds, seconds_to_99...): the only values allowed to differ.
-def is_timing(key: str) -> bool:
-    return key == "train_seconds" or key.startswith("seconds")
 
 GIT = ["git", "-c", "user.name=adder e2e", "-c", "user.email=e2e@example.invalid", "-c", "commit.gpgsign=false"]
 
@@ -81,10 +77,8 @@ def cli_env(tracking_uri: str | None = None) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300,
-        stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=env or cli_env(), capture_output=True, text=True,
-                          timeout=timeout, input=stdin)
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def run_concurrently(*calls: tuple) -> list[subprocess.CompletedProcess]:
@@ -115,6 +109,11 @@ def free_port() -> int:
 
 def write_params(folder: Path, params: dict) -> None:
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def is_timing(key: str) -> bool:
+    """Wall-clock measurements (train_seconds, seconds, seconds_to_99...): the only values allowed to differ."""
+    return key == "train_seconds" or key.startswith("seconds")
 
 
 def without_timing(data: dict) -> dict:
@@ -251,10 +250,11 @@ def mlflow_server(tmp_path_factory):
     # The server's job runner (7 Huey worker processes importing MLflow) would compete for the
     # test machine's CPUs and nothing here needs it.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    log = (folder / "server.log").open("w")
     process = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{folder / 'srv.db'}", "--artifacts-destination", str(folder / "art")],
-        cwd=folder, env=env, stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT,
+        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: teardown ends the server and its workers
     )
     server = Server(f"http://127.0.0.1:{port}", process, folder)
@@ -268,6 +268,7 @@ def mlflow_server(tmp_path_factory):
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # any worker left behind in the group
     process.wait(10)
+    log.close()
 
 
 @dataclass
@@ -276,7 +277,6 @@ class Pipelines:
     repro: subprocess.CompletedProcess
     server_repo: Path  # repo B: adder commands against the tracking server
     server_steps: list[subprocess.CompletedProcess] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 @pytest.fixture(scope="module")
@@ -296,13 +296,10 @@ def pipelines(tmp_path_factory, mlflow_server) -> Pipelines:
                 break
         return steps
 
-    started = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
         repro = pool.submit(run, ["dvc", "repro"], repo, cli_env(), 600)
         steps = pool.submit(by_hand)
-        result = Pipelines(repo, repro.result(), server_repo, steps.result())
-    result.seconds = time.monotonic() - started
-    return result
+        return Pipelines(repo, repro.result(), server_repo, steps.result())
 
 
 @pytest.fixture(scope="module")
@@ -321,14 +318,17 @@ def store(repo):
 
 @pytest.fixture(scope="module")
 def predictions(repo, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """`adder predict` calls on repo A, run at once: one expression with the default model (the best
-    seq2seq experiment), and a file of expressions with one bad line for the mapping model."""
+    """`adder predict` calls on repo A, run at once: one expression with the seq2seq model loaded back
+    from MLflow, a file of expressions with one bad line for the default model (the best seq2seq
+    experiment: the same one, from its folder), and an MLflow URI that holds no model."""
     lines = tmp_path_factory.mktemp("predict") / "expressions.txt"
     lines.write_text("3+4\nthree+four\n 10 + 2 \n3+4\n")
+    run_info = read_json(repo / "models" / SEQ2SEQ / "run.json")
     env = cli_env()
     calls = {
-        "default": (["adder", "predict", "3+4"], repo, env),
-        "file": (["adder", "predict", "--model", MAPPING, "--file", str(lines)], repo, env),
+        "mlflow": (["adder", "predict", "3+4", "--model", run_info["model_uri"]], repo, env),
+        "file": (["adder", "predict", "--file", str(lines)], repo, env),
+        "no model": (["adder", "predict", "3+4", "--model", f"runs:/{run_info['run_id']}/no-such-model"], repo, env),
     }
     return dict(zip(calls, run_concurrently(*calls.values())))
 
@@ -398,6 +398,7 @@ def test_repro_tracks_one_mlflow_run_per_experiment(repo, store):
 def test_logged_models_load_back_and_match_the_saved_ones(repo, tmp_path):
     import keras
     import mlflow
+    import mlflow.tensorflow
     import numpy as np
 
     from pipeline.codec import load_codec
@@ -423,9 +424,9 @@ def test_logged_models_load_back_and_match_the_saved_ones(repo, tmp_path):
 
 
 @pytest.mark.e2e
-def test_predict_answers_an_expression(predictions):
-    result = predictions["default"]
-    assert result.returncode == 0 and result.stderr.strip() == "", shown(result)
+def test_predict_answers_an_expression_with_the_model_from_mlflow(predictions):
+    result = predictions["mlflow"]
+    assert result.returncode == 0, shown(result)
     assert re.fullmatch(r"\d*\n", result.stdout), shown(result)  # the seq2seq model's digits, one line
 
 
@@ -437,8 +438,16 @@ def test_predict_file_reports_a_bad_line_and_answers_the_others(predictions):
     answers = result.stdout.split("\n")
     assert len(answers) == 5 and answers[-1] == "", shown(result)  # 4 lines, newline-terminated
     # Good lines answered, the bad one left empty so answers stay aligned with the file's lines.
-    assert re.fullmatch(r"-?\d+", answers[0]) and answers[1] == "" and re.fullmatch(r"-?\d+", answers[2]), answers
+    assert re.fullmatch(r"\d*", answers[0]) and answers[1] == "" and re.fullmatch(r"\d*", answers[2]), answers
     assert answers[3] == answers[0]  # the same expression gets the same answer
+    # The model saved in models/<experiment>/ answers like the one logged to MLflow.
+    assert answers[0] + "\n" == predictions["mlflow"].stdout
+
+
+@pytest.mark.e2e
+def test_predict_with_an_mlflow_uri_holding_no_model_is_a_one_line_error(predictions):
+    error = one_error_line(predictions["no model"])
+    assert "no-such-model" in error, error
 
 
 # --------------------------------------------------------------------------------------------------
@@ -544,7 +553,8 @@ def test_dead_tracking_server_fails_fast_without_training(tmp_path):
     for result in (train, generate):
         error = one_error_line(result)
         assert uri in error and "unreachable" in error, error
-    # ~10 s of that is importing TensorFlow; MLflow's default retries would take minutes.
+    # Both processes together take ~10 s on an idle 2-core machine, nearly all of it importing
+    # TensorFlow and MLflow; MLflow's default retries against a dead server would take minutes.
     assert elapsed < 30, f"took {elapsed:.0f}s to fail"
     assert not (project / "models" / SEQ2SEQ / "model.keras").exists()
     assert "trained" not in train.stdout

@@ -57,7 +57,7 @@ class Oracle:
     def __init__(self, codec):
         self.codec = codec
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict_on_batch(self, x):
         if isinstance(self.codec, CharCodec):
             texts = ["".join(self.codec.alphabet[i] for i in row.argmax(-1)) for row in x]
             return self.codec.encode_targets([eval(t.strip()) for t in texts])

@@ -1,0 +1,88 @@
+"""The served model: an MLflow pyfunc that takes expressions as strings and answers with strings,
+so `mlflow models serve` (or any MLflow tool) can use a sequence model without knowing its codec."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+
+from pipeline.codec import Codec, load_codec
+from pipeline.errors import AdderError
+
+INPUT, OUTPUT = "expression", "answer"
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", INPUT)]), outputs=Schema([ColSpec("string", OUTPUT)]))
+ERRORS_SHOWN = 3  # a request full of bad expressions still gets a one-line message
+
+
+class AdderModel(mlflow.pyfunc.PythonModel):
+    """Expressions in (a string column, a list or a Series), answers out as strings. A malformed
+    expression raises INVALID_PARAMETER_VALUE, which MLflow's scoring server answers with a 400."""
+
+    def load_context(self, context) -> None:
+        import keras
+
+        import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
+
+        model = keras.models.load_model(context.artifacts["model"], compile=False)
+        self.ready(model, load_codec(Path(context.artifacts["codec"])))
+
+    def ready(self, model, codec: Codec) -> AdderModel:
+        """Attaches a loaded model; set here, not in __init__, so they are never pickled with the class."""
+        self.model, self.codec = model, codec
+        self.lock = threading.Lock()  # the scoring server predicts from a thread pool; Keras models are not thread-safe
+        return self
+
+    def predict(self, context, model_input, params=None) -> list[str]:
+        from pipeline.evaluate import predict_answers
+
+        checked = checked_expressions(self.codec, expressions_of(model_input))
+        with self.lock:
+            return predict_answers(self.model, self.codec, checked).tolist()
+
+
+def expressions_of(model_input) -> list:
+    """The expressions in whatever MLflow hands over: a DataFrame, a dict of columns (how the scoring server
+    passes {"inputs": [...]}), a Series, a list or an array."""
+    if isinstance(model_input, (pd.DataFrame, dict)) and INPUT in model_input:
+        model_input = model_input[INPUT]
+    elif isinstance(model_input, pd.DataFrame):
+        model_input = model_input.iloc[:, 0]
+    return np.asarray(model_input, dtype=object).reshape(-1).tolist()
+
+
+def checked_expressions(codec: Codec, expressions: list) -> list[str]:
+    """Canonical expressions, or one MlflowException naming the first few bad ones."""
+    checked, bad = [], []
+    for number, expression in enumerate(expressions, 1):
+        try:
+            if not isinstance(expression, str):
+                raise AdderError(f"expected a string, got {type(expression).__name__} {expression!r}")
+            checked.append(codec.check(expression))
+        except AdderError as e:
+            bad.append(f"#{number}: {e}")
+    if bad:
+        more = f" (and {len(bad) - ERRORS_SHOWN} more)" if len(bad) > ERRORS_SHOWN else ""
+        raise MlflowException(f"{len(bad)} bad expression(s): {'; '.join(bad[:ERRORS_SHOWN])}{more}",
+                              error_code=INVALID_PARAMETER_VALUE)
+    return checked
+
+
+def serve(uri: str, host: str, port: int, tracking_uri: str) -> None:
+    """Replaces this process with `mlflow models serve`, so a signal to `adder serve` reaches the server.
+    --env-manager local: this environment already holds every requirement, and nothing is downloaded."""
+    import os
+    import sys
+
+    here = Path(sys.executable).parent  # the venv's mlflow, and the uvicorn it starts by name
+    command = [str(here / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+               "--host", host, "--port", str(port)]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{here}{os.pathsep}{os.environ.get('PATH', '')}"}
+    os.execve(command[0], command, env)
