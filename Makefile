@@ -31,5 +31,5 @@ ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
 bench: $(STAMP)  ## speed benchmarks, printed as ratios against baselines
 	python -m benchmarks
 
-clean:  ## remove pipeline outputs and the MLflow store (keeps .venv)
-	rm -rf data/*/ models metrics plots reports mlflow.db mlartifacts
+clean:  ## remove pipeline outputs, the DVC cache and the MLflow store (keeps .venv)
+	rm -rf data/*/ models metrics plots reports mlflow.db mlartifacts dvc.lock .dvc/cache

@@ -270,7 +270,7 @@ CODECS = {"chars": CharCodec, "numbers": NumberCodec, "columns": ColumnCodec, "t
 
 
 def save_codec(codec: Codec, path: Path) -> None:
-    kind = next(k for k, cls in CODECS.items() if isinstance(codec, cls))
+    kind = next(k for k, cls in CODECS.items() if type(codec) is cls)
     path.write_text(json.dumps({"kind": kind, **asdict(codec)}, indent=2) + "\n")
 
 

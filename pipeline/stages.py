@@ -61,14 +61,14 @@ def generate(task_name: str) -> dict:
 
 def train(exp_name: str) -> dict:
     """models/<experiment>/: the Keras model, its codec, the training history and the MLflow run id."""
-    from pipeline.train import train as fit  # TensorFlow loads only for the stages that need it
-
     root, params = project_root(), load_params()
     exp = params.experiment(exp_name)
     task = params.tasks[exp.task]
     data = root / "data" / exp.task
     train_split, val_split = problems.read_csv(data / "train.csv"), problems.read_csv(data / "val.csv")
     tracking.connect(root)  # before training: an unreachable server fails now, not after the work
+    from pipeline.train import train as fit  # TensorFlow (~8 s to import) only once the inputs are good
+
     out = root / "models" / exp_name
     out.mkdir(parents=True, exist_ok=True)
     tags = tracking.run_tags(root, task=exp.task, model=exp.model)

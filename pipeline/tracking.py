@@ -64,7 +64,8 @@ def resume_run(run_id: str):
     except mlflow.exceptions.MlflowException as e:
         if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):
             raise
-        raise AdderError(f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; retrain the experiment") from None
+        raise AdderError(f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; retrain it: "
+                         "dvc repro --force train@<experiment>") from None
 
 
 def log_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -104,22 +105,19 @@ def log_serving_model(folder: Path, example: str) -> str:
     """Logs pipeline.serving's pyfunc with the Keras model, its codec and the pipeline package itself,
     so it loads in a fresh process; returns the model URI."""
     import importlib.metadata
-    import warnings
 
     import pipeline
-    from pipeline.serving import INPUT, SIGNATURE, AdderModel
+    from pipeline.serving import SIGNATURE, AdderModel
 
-    with warnings.catch_warnings():  # the hint to type predict(): its signature is given explicitly instead
-        warnings.simplefilter("ignore", UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name="serving",
-            python_model=AdderModel(),
-            artifacts={"model": str(folder / "model.keras"), "codec": str(folder / "codec.json")},
-            code_paths=[str(Path(pipeline.__file__).parent)],
-            signature=SIGNATURE,
-            input_example=pd.DataFrame({INPUT: [example]}),
-            pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS],
-        )
+    info = mlflow.pyfunc.log_model(
+        name="serving",
+        python_model=AdderModel(),
+        artifacts={"model": str(folder / "model.keras"), "codec": str(folder / "codec.json")},
+        code_paths=[str(Path(pipeline.__file__).parent)],
+        signature=SIGNATURE,
+        input_example=[example],
+        pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS],
+    )
     return info.model_uri
 
 
@@ -139,7 +137,7 @@ def champion_of(client, name: str) -> dict | None:
     except mlflow.exceptions.MlflowException:
         return None  # no such registered model, or no champion yet
     run = client.get_run(version.run_id)
-    return {"version": version.version, "exact_match": run.data.metrics.get("test_exact_match"),
+    return {"version": str(version.version), "exact_match": run.data.metrics.get("test_exact_match"),
             "test_sha256": run.data.tags.get("test_sha256")}
 
 
@@ -163,7 +161,7 @@ def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: floa
         reason = "higher test exact match" if promoted else "not higher than the champion's test exact match"
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
-    decision = {"model": name, "version": version.version, "decision": "promoted" if promoted else "kept",
+    decision = {"model": name, "version": str(version.version), "decision": "promoted" if promoted else "kept",
                 "reason": reason, "candidate_exact_match": exact_match,
                 "champion_version": champion and champion["version"],
                 "champion_exact_match": champion and champion["exact_match"]}

@@ -227,3 +227,16 @@ def test_params_are_frozen():
     params = parse_params(raw())
     with pytest.raises(ValidationError):
         params.seed = 2
+
+
+def test_digitwise_refuses_tasks_it_cannot_frame():
+    params = raw()
+    params["experiments"]["ops-digitwise"] = {"task": "ops", "model": "digitwise", "units": [8], "epochs": 1,
+                                              "batch_size": 8}
+    assert "experiments.ops-digitwise.model: digitwise adds digit columns" in error_of(params)
+
+
+def test_eval_lengths_need_a_length_agnostic_model():
+    params = raw()
+    params["experiments"]["seed-seq2seq"]["eval_lengths"] = [20]
+    assert "eval_lengths needs a length-agnostic model" in error_of(params)

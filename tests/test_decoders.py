@@ -61,3 +61,10 @@ def test_decoder_models_shapes(model, units):
 def test_transformer_units_validated():
     with pytest.raises(ValueError, match="transformer"):
         Experiment(task="add3", model="transformer", units=(30,), epochs=1, batch_size=8)
+
+
+def test_token_codec_saves_and_loads_as_itself(tmp_path):
+    from pipeline.codec import load_codec, save_codec
+
+    save_codec(TokenCodec(ADD3), tmp_path / "codec.json")
+    assert type(load_codec(tmp_path / "codec.json")) is TokenCodec
