@@ -62,6 +62,10 @@ def load_from_mlflow(uri: str) -> Predictor:
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp(prefix="adder-")))
     except mlflow.exceptions.MlflowException as e:
         raise AdderError(f"cannot load {uri}: {str(e).splitlines()[0]}") from None
+    if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec as saved
+        from pipeline.stages import load_trained
+
+        return Predictor(*load_trained(local / "artifacts"), uri)
     codec_file = next(local.rglob("codec.json"), None)
     if codec_file is None:
         raise AdderError(f"{uri} is not an adder model (no codec.json among its files)")

@@ -17,8 +17,8 @@ from mlflow.types import ColSpec, Schema
 from pipeline.codec import Codec, load_codec
 from pipeline.errors import AdderError
 
-INPUT, OUTPUT = "expression", "answer"
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", INPUT)]), outputs=Schema([ColSpec("string", OUTPUT)]))
+# One unnamed string column: MLflow then accepts a plain list (["12+50"]) as well as a DataFrame.
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string", "answer")]))
 ERRORS_SHOWN = 3  # a request full of bad expressions still gets a one-line message
 
 
@@ -40,7 +40,8 @@ class AdderModel(mlflow.pyfunc.PythonModel):
         self.lock = threading.Lock()  # the scoring server predicts from a thread pool; Keras models are not thread-safe
         return self
 
-    def predict(self, context, model_input, params=None) -> list[str]:
+    # Typed as MLflow's schema check hands it over; a DataFrame hint also keeps MLflow from inferring a schema.
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
         from pipeline.evaluate import predict_answers
 
         checked = checked_expressions(self.codec, expressions_of(model_input))
@@ -49,11 +50,9 @@ class AdderModel(mlflow.pyfunc.PythonModel):
 
 
 def expressions_of(model_input) -> list:
-    """The expressions in whatever MLflow hands over: a DataFrame, a dict of columns (how the scoring server
-    passes {"inputs": [...]}), a Series, a list or an array."""
-    if isinstance(model_input, (pd.DataFrame, dict)) and INPUT in model_input:
-        model_input = model_input[INPUT]
-    elif isinstance(model_input, pd.DataFrame):
+    """The expressions in what MLflow hands over: a one-column DataFrame (what its schema check makes of a
+    request), or a list, Series or array when called directly."""
+    if isinstance(model_input, pd.DataFrame):
         model_input = model_input.iloc[:, 0]
     return np.asarray(model_input, dtype=object).reshape(-1).tolist()
 

@@ -1,0 +1,318 @@
+"""Serving: the string-in, string-out pyfunc, the champion decision, and `adder serve` over real HTTP.
+
+Unit tests use a stand-in model that reads the encoded expressions back and answers them exactly, so they
+need no TensorFlow. The end-to-end test trains a tiny model in a temporary project, serves its champion on
+a free local port and load-tests it from concurrent clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.exceptions import MlflowException
+
+from pipeline import tracking
+from pipeline.codec import CharCodec, Limits
+from pipeline.config import Task
+from pipeline.errors import AdderError
+from pipeline.serving import AdderModel
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = PROJECT / ".venv" / "bin" if (PROJECT / ".venv" / "bin" / "adder").exists() else Path(sys.executable).parent
+CODEC = CharCodec(Limits.of(Task(terms=2, digits=2, train_size=1, val_size=1, test_size=1)), encoding="integer")
+
+
+class ExactModel:
+    """Stands in for a trained model: decodes its input back to expressions and outputs their true sums."""
+
+    def __init__(self, codec: CharCodec):
+        self.codec = codec
+
+    def predict_on_batch(self, x):
+        sums = [sum(int(term) for term in expression.split("+")) for expression in self.codec.decode_inputs(x)]
+        return self.codec.encode_targets(np.array(sums))
+
+    def predict(self, x, **kwargs):
+        return self.predict_on_batch(x)
+
+
+def served() -> AdderModel:
+    return AdderModel().ready(ExactModel(CODEC), CODEC)
+
+
+# --------------------------------------------------------------------------------------------------
+# the pyfunc's predict
+
+
+@pytest.mark.parametrize("given", [["12+50", " 3 + 4", "99+99"], pd.Series(["12+50", " 3 + 4", "99+99"]),
+                                   pd.DataFrame({"expression": ["12+50", " 3 + 4", "99+99"]})])
+def test_pyfunc_answers_expressions_with_strings(given):
+    assert served().predict(None, given) == ["62", "7", "198"]
+
+
+def test_pyfunc_answers_nothing_for_no_expressions():
+    assert served().predict(None, []) == []
+
+
+@pytest.mark.parametrize("bad, says", [("12++50", "malformed expression '12++50'"), ("", "empty expression"),
+                                       ("123+4", "operands must be in 0..99"), ("1+2+3", "has 3 terms"),
+                                       (None, "expected a string")])
+def test_pyfunc_refuses_a_bad_expression_as_invalid_input(bad, says):
+    with pytest.raises(MlflowException) as raised:
+        served().predict(None, ["12+50", bad])
+    # INVALID_PARAMETER_VALUE is what MLflow's scoring server answers with a 400, not a 500.
+    assert raised.value.get_http_status_code() == 400
+    assert raised.value.message.startswith("1 bad expression(s): #2: ") and says in raised.value.message
+
+
+def test_many_bad_expressions_make_one_short_line():
+    with pytest.raises(MlflowException) as raised:
+        served().predict(None, ["x"] * 10 + ["1+1"])
+    message = raised.value.message
+    assert "\n" not in message and message.startswith("10 bad expression(s): #1: ") and message.endswith("(and 7 more)")
+
+
+# --------------------------------------------------------------------------------------------------
+# the champion decision, against a real registry in a temporary sqlite store
+
+
+def test_only_a_strictly_higher_score_beats_the_champion():
+    assert tracking.beats(0.5, None)
+    assert tracking.beats(0.81, 0.8)
+    assert not tracking.beats(0.8, 0.8)
+    assert not tracking.beats(0.7, 0.8)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("adder", (tmp_path / "art").as_uri()))
+    yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(None)
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def candidate(task: str, exact_match: float, test_sha256: str = "same test set") -> dict:
+    """A finished training run with its test score and a logged model (no files needed), put to the registry."""
+    with mlflow.start_run() as run:
+        mlflow.log_metric("test_exact_match", exact_match)
+        mlflow.set_tag("test_sha256", test_sha256)
+        model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
+        return tracking.register_and_crown(task, f"models:/{model.model_id}", run.info.run_id, exact_match, test_sha256)
+
+
+def test_champion_moves_only_to_a_higher_score_on_the_same_test_set(registry):
+    decisions = [candidate("add3", 0.5), candidate("add3", 0.7), candidate("add3", 0.7), candidate("add3", 0.6),
+                 candidate("add3", 0.4, test_sha256="another test set")]
+    assert [(d["version"], d["decision"]) for d in decisions] == [
+        ("1", "promoted"), ("2", "promoted"), ("3", "kept"), ("4", "kept"), ("5", "promoted")]
+    assert [d["champion_exact_match"] for d in decisions] == [None, 0.5, 0.7, 0.7, 0.7]
+    assert str(registry.get_model_version_by_alias("adder-add3", "champion").version) == "5"
+    # The decision and both figures are on the candidate's run.
+    kept = registry.get_run(registry.get_model_version("adder-add3", "4").run_id).data
+    assert kept.tags["registry.decision"] == "kept" and kept.tags["registry.champion_version"] == "2"
+    assert kept.metrics["registry.candidate_exact_match"] == 0.6 and kept.metrics["registry.champion_exact_match"] == 0.7
+    assert "registry.champion_exact_match" not in registry.get_run(registry.get_model_version("adder-add3", "1").run_id).data.metrics
+
+
+def test_default_served_model_is_the_champion_of_the_best_task(registry):
+    with pytest.raises(AdderError, match="no champion in the model registry yet"):
+        tracking.best_champion()
+    candidate("add3", 0.9)
+    candidate("terms", 0.95)
+    candidate("ops", 0.5)
+    assert tracking.best_champion() == "models:/adder-terms@champion"
+
+
+def test_serving_a_task_without_a_champion_is_a_one_line_error(registry, tmp_path):
+    with pytest.raises(AdderError, match=r"^no model at models:/adder-nosuch@champion: [^\n]*$"):
+        tracking.served_model_uri(tmp_path, "nosuch")
+
+
+# --------------------------------------------------------------------------------------------------
+# end to end: a tiny model trained, registered, served and load-tested
+
+TASK, EXPERIMENT = "add2", "add2-seq2seq"
+TINY = {
+    "seed": 1,
+    "tasks": {TASK: {"terms": 2, "digits": 2, "train_size": 200, "val_size": 20, "test_size": 50}},
+    "experiments": {EXPERIMENT: {"task": TASK, "model": "seq2seq", "units": [16, 8], "epochs": 2,
+                                 "samples_per_epoch": 100, "batch_size": 20}},
+}
+REQUESTS, CLIENTS, DEADLINE_S = 2000, 8, 60
+
+
+def cli_env(tracking_uri: str | None = None) -> dict[str, str]:
+    """The venv first on PATH; no inherited MLflow / adder settings, so the store is the project's sqlite file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_")) and k != "ADDER_ROOT"}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="3")
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+def adder(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "adder"), *args], cwd=cwd, env=env or cli_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def shown(result: subprocess.CompletedProcess) -> str:
+    return f"$ {' '.join(result.args)}\nexit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A temporary project with one tiny sequence experiment trained, evaluated and registered."""
+    folder = tmp_path_factory.mktemp("adder-serving")
+    (folder / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    for step in (["generate", TASK], ["train", EXPERIMENT], ["evaluate", EXPERIMENT]):
+        started = time.monotonic()  # the steps' times are printed (pytest -s): most of this test's time
+        result = adder(*step, cwd=folder)
+        assert result.returncode == 0, shown(result)
+        print(f"\nadder {' '.join(step)}: {time.monotonic() - started:.1f}s", end="")
+    assert f"adder-{TASK} version 1: promoted" in result.stdout, shown(result)
+    return folder
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def wait_until_up(self, timeout: float = 120) -> str:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"adder serve exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return self.url
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"adder serve not up after {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(project):
+    """`adder serve` (the default model: the best task's champion) on a free local port, stopped afterwards.
+    It starts in the background, so tests do other work while it loads: call wait_until_up()."""
+    port = free_port()
+    log = project / "serve.log"
+    with log.open("w") as out:
+        # A session of its own, so that teardown stops the server and the uvicorn process it starts.
+        process = subprocess.Popen([str(BIN / "adder"), "serve", "--port", str(port)], cwd=project, env=cli_env(),
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def expected_answers(project: Path, expressions: list[str]) -> dict[str, str]:
+    """What the trained model answers, computed here from models/<experiment>/ without MLflow."""
+    from pipeline.evaluate import predict_answers
+    from pipeline.stages import load_trained
+
+    model, codec = load_trained(project / "models" / EXPERIMENT)
+    return dict(zip(expressions, predict_answers(model, codec, [codec.check(e) for e in expressions])))
+
+
+def invoke(session, url: str, payload: dict):
+    return session.post(f"{url}/invocations", json=payload, timeout=10)
+
+
+@pytest.mark.e2e
+def test_serve_without_a_model_or_a_tracking_server_is_a_one_line_error(project, server):
+    # `server` only starts loading here; these failures run meanwhile.
+    cases = ((["nosuch"], cli_env(), "no model at models:/adder-nosuch@champion"),
+             ([], cli_env(f"http://127.0.0.1:{free_port()}"), "unreachable"))
+    with ThreadPoolExecutor(len(cases)) as pool:  # each spends its time importing MLflow: overlap them
+        results = list(pool.map(lambda case: adder("serve", *case[0], cwd=project, env=case[1], timeout=60), cases))
+    for result, (_, _, says) in zip(results, cases):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), shown(result)
+        assert says in lines[0], shown(result)
+
+
+@pytest.mark.e2e
+def test_served_champion_answers_over_http_and_survives_load(project, server):
+    import requests
+
+    good = ["12+50", "3+4", "99+99", " 7 + 10"] + [f"{a}+{b}" for a in range(1, 100, 7) for b in range(2, 100, 13)]
+    expected = expected_answers(project, good)  # while the server loads
+    started = time.monotonic()
+    url = server.wait_until_up()
+    print(f"\nadder serve: up {time.monotonic() - started:.1f}s later", end="")
+    session = requests.Session()
+
+    response = invoke(session, url, {"inputs": ["12+50"]})
+    assert response.status_code == 200 and response.json() == {"predictions": [expected["12+50"]]}, response.text
+    response = invoke(session, url, {"dataframe_split": {"columns": ["expression"], "data": [["3+4"], ["99+99"]]}})
+    assert response.json() == {"predictions": [expected["3+4"], expected["99+99"]]}, response.text
+    for bad, says in (("12++50", "malformed expression '12++50'"), ("123+4", "'123+4': operands must be in 0..99"),
+                      ("", "empty expression")):
+        response = invoke(session, url, {"inputs": ["3+4", bad]})
+        assert response.status_code == 400, response.text
+        error = response.json()
+        assert error["error_code"] == "INVALID_PARAMETER_VALUE" and f"#2: {says}" in error["message"], error
+    assert invoke(session, url, {"inputs": ["3+4"]}).json() == {"predictions": [expected["3+4"]]}
+
+    # The load test: single-expression requests from concurrent clients, every 25th one malformed.
+    def one_request(i: int) -> tuple[str, float]:
+        expression = "1++1" if i % 25 == 0 else good[i % len(good)]
+        started = time.perf_counter()
+        try:
+            response = invoke(sessions[i % CLIENTS], url, {"inputs": [expression]})
+        except requests.RequestException:
+            return "lost", time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if expression == "1++1":
+            return ("refused" if response.status_code == 400 else "wrong"), seconds
+        ok = response.status_code == 200 and response.json() == {"predictions": [expected[expression]]}
+        return ("answered" if ok else "wrong"), seconds
+
+    sessions = [requests.Session() for _ in range(CLIENTS)]
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(CLIENTS)
+    futures = [pool.submit(one_request, i) for i in range(REQUESTS)]
+    done, late = wait(futures, timeout=DEADLINE_S)
+    pool.shutdown(cancel_futures=True)  # past the deadline: drop what has not started, count it as lost
+    elapsed = time.monotonic() - started
+    results = [f.result() for f in done]
+    outcomes = {kind: sum(1 for k, _ in results if k == kind) for kind in ("answered", "refused", "wrong", "lost")}
+    outcomes["lost"] += len(late)
+    latency_ms = np.array([s for _, s in results]) * 1000
+    print(f"\nload test: {len(results)} requests from {CLIENTS} clients in {elapsed:.1f}s "
+          f"({len(results) / elapsed:.0f}/s): {outcomes}; errors {outcomes['wrong'] + outcomes['lost']}; "
+          f"latency p50 {np.percentile(latency_ms, 50):.1f} ms, p99 {np.percentile(latency_ms, 99):.1f} ms")
+    assert outcomes == {"answered": REQUESTS - REQUESTS // 25, "refused": REQUESTS // 25, "wrong": 0, "lost": 0}
+    assert invoke(session, url, {"inputs": ["12+50"]}).json() == {"predictions": [expected["12+50"]]}
