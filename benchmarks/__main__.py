@@ -53,20 +53,27 @@ def timed(fn, *args):
 
 
 def bench_data(n_baseline: int = 20_000, n_ours: int = 1_000_000) -> list[str]:
-    """Rows/s of generate + encode (strings, integer codes, one-hot) on 3-digit addition."""
+    """Problems/s on 3-digit addition: generating text + exact answers, then also one-hot encoding them."""
     alphabet = list("0123456789+ ")
-    _, baseline = timed(tutorial.generate_data, n_baseline, 2, 999, alphabet)
     codec = CharCodec(Limits.of(ADD3))
+    rng = np.random.default_rng(0)
 
-    def ours(n):
-        problems = sample_problems(ADD3, n, np.random.default_rng(0))
+    def tutorial_text(n):
+        return tutorial.to_string(*tutorial.random_sum_pairs(n, 2, 999), 2, 999)
+
+    def encoded(n):
+        problems = sample_problems(ADD3, n, rng)
         return codec.training_pair(problems.text, problems.answer)
 
-    _, seconds = timed(ours, n_ours)
-    base, fast = rate(baseline, n_baseline), rate(seconds, n_ours)
-    return ["| generator | problems/s | ratio |", "|---|---|---|",
-            f"| tutorial (pure Python) | {base:,.0f} | 1.0 |",
-            f"| adder (numpy) | {fast:,.0f} | {fast / base:,.0f}x |"]
+    rows = ["| step | tutorial (pure Python), problems/s | adder (numpy), problems/s | ratio |", "|---|---|---|---|"]
+    for step, baseline, ours in [
+        ("generate: text + exact answers", tutorial_text, lambda n: sample_problems(ADD3, n, rng)),
+        ("generate + one-hot encode", lambda n: tutorial.generate_data(n, 2, 999, alphabet), encoded),
+    ]:
+        base = rate(timed(baseline, n_baseline)[1], n_baseline)
+        fast = rate(timed(ours, n_ours)[1], n_ours)
+        rows.append(f"| {step} | {base:,.0f} | {fast:,.0f} | {fast / base:,.0f}x |")
+    return rows
 
 
 def bench_training(budget: float) -> tuple[list[str], dict]:
@@ -75,7 +82,8 @@ def bench_training(budget: float) -> tuple[list[str], dict]:
     splits = split_problems(ADD3, 1)
     rows, trained = [], {}
     for name, (label, settings) in SETUPS.items():
-        exp = Experiment(task="add3", target=0.999, max_seconds=budget, **settings)
+        # Train on past 99.9% (to a perfect validation score) so the test figure is not a lucky stop.
+        exp = Experiment(task="add3", target=1.0, max_seconds=budget, **settings)
         print(f"training {name}: {label} (budget {budget:.0f}s)", flush=True)
         result = train(exp, ADD3, splits["train"], splits["val"], seed=1)
         test = exact_match(predict_answers(result.model, result.codec, splits["test"].text), splits["test"].answer)
@@ -116,11 +124,11 @@ def main() -> None:
     sections = [f"# Benchmarks\n\n`make bench` on {platform.machine()}, {os.cpu_count()} cores, "
                 f"{time.strftime('%Y-%m-%d')}. Every ratio compares figures measured in the same run.\n"]
     print("data generation ...", flush=True)
-    sections += ["## Data generation (3-digit addition, generate + one-hot encode)\n", *bench_data(), ""]
+    sections += ["## Data generation (3-digit addition)\n", *bench_data(), ""]
     training, trained = bench_training(args.budget)
     sections += ["## Time to accuracy (3-digit addition, held-out exact match on 2,000 validation problems)\n",
-                 "Timed by a training callback from the first step, validation included; "
-                 "training stops at 99.9% or at the budget.\n", *training, ""]
+                 "Timed by a training callback from the first step, validation included; training goes on "
+                 "to a perfect validation score, its epochs or the budget.\n", *training, ""]
     print("prediction ...", flush=True)
     sections += ["## Batch prediction (20,000 3-digit problems: encode, predict, decode)\n", *bench_predict(trained), ""]
     report = "\n".join(sections) + "\n"

@@ -105,7 +105,7 @@ class CharCodec(Checked):
         return codes
 
     def one_hot(self, codes: np.ndarray) -> np.ndarray:
-        return np.eye(self.n_symbols, dtype=np.float32)[codes]
+        return (codes[..., None] == np.arange(self.n_symbols, dtype=codes.dtype)).astype(np.float32)
 
     def layout(self, texts) -> np.ndarray:
         """Expressions as the model reads them, before the left padding to in_width."""

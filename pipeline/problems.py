@@ -42,11 +42,36 @@ def sample_operands(task: Task, n: int, rng: np.random.Generator) -> np.ndarray:
     return draws[..., 1] % 10 ** draws[..., 0]
 
 
+def number_widths(values: np.ndarray) -> np.ndarray:
+    """Decimal digits of non-negative integers (0 has one)."""
+    widths = np.ones(values.shape, dtype=np.int64)
+    for power in range(1, len(str(int(values.max(initial=0))))):
+        widths += values >= 10**power
+    return widths
+
+
+def join_sums(operands: np.ndarray) -> np.ndarray:
+    """(n, terms) non-negative ints -> 'a+b+...' strings, written as bytes column by column
+    (a hundred times faster than formatting numbers one by one)."""
+    n, terms = operands.shape
+    widths = number_widths(operands)
+    starts = np.cumsum(widths + 1, axis=1) - widths - 1  # where each operand begins in its row
+    chars = np.zeros((n, int((widths + 1).sum(axis=1).max()) - 1), dtype=np.uint8)
+    rows = np.arange(n)
+    for t in range(terms):
+        if t:
+            chars[rows, starts[:, t] - 1] = ord("+")
+        value = operands[:, t].copy()
+        for k in range(int(widths[:, t].max()) - 1, -1, -1):  # k: digits after this one
+            active = widths[:, t] > k
+            column = starts[:, t] + widths[:, t] - 1 - k
+            chars[rows[active], column[active]] = ord("0") + (value[active] // 10**k) % 10
+    # Trailing zero bytes end a numpy bytes string, so shorter rows read back exactly.
+    return chars.view(f"S{chars.shape[1]}")[:, 0].astype(str)
+
+
 def to_problems(operands: np.ndarray) -> Problems:
-    text = np.char.mod("%d", operands[:, 0])
-    for column in operands[:, 1:].T:
-        text = np.char.add(np.char.add(text, "+"), np.char.mod("%d", column))
-    return Problems(text.astype(str), operands.sum(axis=1))
+    return Problems(join_sums(operands), operands.sum(axis=1))
 
 
 def is_plain_sum(task: Task) -> bool:

@@ -59,6 +59,19 @@ def generate(task_name: str) -> dict:
     return summary
 
 
+def progress(exp_name: str, epochs: int):
+    """The per-epoch hook: every epoch to MLflow, about ten lines to the terminal."""
+    every = max(1, epochs // 10)
+
+    def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+        tracking.log_epoch(epoch, logs)
+        if epoch % every == 0 or epoch == epochs:
+            print(f"{exp_name}: epoch {epoch}/{epochs}, loss {logs['loss']:.4f}, "
+                  f"held-out exact match {logs['val_exact_match']:.2%} ({logs['seconds']:.0f}s)", flush=True)
+
+    return on_epoch
+
+
 def train(exp_name: str) -> dict:
     """models/<experiment>/: the Keras model, its codec, the training history and the MLflow run id."""
     root, params = project_root(), load_params()
@@ -77,7 +90,7 @@ def train(exp_name: str) -> dict:
                            **{f"task.{k}": v for k, v in task.model_dump().items()}})
         frame = pd.DataFrame({"problem": train_split.text, "answer": train_split.answer})
         tracking.log_dataset(frame, data / "train.csv", f"{exp.task}-train", "training")
-        trained = fit(exp, task, train_split, val_split, params.seed, on_epoch=tracking.log_epoch)
+        trained = fit(exp, task, train_split, val_split, params.seed, on_epoch=progress(exp_name, exp.epochs))
         trained.model.save(out / "model.keras")
         save_codec(trained.codec, out / "codec.json")
         write_rows(trained.history, out / "history.csv")
