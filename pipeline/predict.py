@@ -69,4 +69,6 @@ def load_from_mlflow(uri: str) -> Predictor:
     codec_file = next(local.rglob("codec.json"), None)
     if codec_file is None:
         raise AdderError(f"{uri} is not an adder model (no codec.json among its files)")
+    import pipeline.models  # noqa: F401  registers the custom layers before loading
+
     return Predictor(mlflow.tensorflow.load_model(str(local)), load_codec(codec_file), uri)

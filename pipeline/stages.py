@@ -109,6 +109,8 @@ def train(exp_name: str) -> dict:
 def load_trained(folder: Path) -> tuple:
     import keras
 
+    import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
+
     if not (folder / "model.keras").is_file():
         raise AdderError(f"no trained model in {folder}; run `dvc repro` (or `adder train`) first")
     return keras.models.load_model(folder / "model.keras", compile=False), load_codec(folder / "codec.json")
