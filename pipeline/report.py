@@ -12,7 +12,7 @@ from pipeline.config import NUMBER_MODELS, Experiment, Params
 
 COLUMNS = ("experiment", "task", "model", "encoding", "exact match", "char accuracy", "RMSE", "train s", "parameters",
            "test problems", "test seen in training")
-FIXED_ENCODINGS = {"digitwise": "digit columns"}  # models whose codec takes no encoding options
+FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}  # codecs without options
 TITLES = {"terms": "number of terms", "digits": "digits of the longest operand", "operation": "operation",
           "brackets": "brackets", "carries": "carries (sums) or borrows (one subtraction)",
           "answer_length": "answer length (characters)"}
