@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -16,6 +17,7 @@ from pipeline.errors import AdderError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr holds errors only
 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+logging.getLogger("mlflow").setLevel(logging.ERROR)  # its model-logging notices are not for users
 
 app = typer.Typer(help="Teach neural networks arithmetic from character strings.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
