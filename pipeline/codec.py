@@ -14,8 +14,6 @@ from pipeline import digits
 from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS, Limits  # noqa: F401 (Limits lived here first)
 
-# The tutorial's alphabet: codes 0-9 are the digits, then '+' and the pad space (Limits.alphabet for sums).
-ALPHABET = "0123456789+ "
 OPERAND = re.compile(r"[0-9]+")
 
 

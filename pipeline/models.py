@@ -128,7 +128,6 @@ CODEC_OF = {"naive_lstm": NumberCodec, "naive_mlp": NumberCodec, "seq2seq": Char
 LOSS_OF = {"naive_lstm": "mean_squared_error", "naive_mlp": "mean_squared_error",
            "seq2seq": "categorical_crossentropy", "digitwise": "sparse_categorical_crossentropy",
            "attention": "sparse_categorical_crossentropy", "transformer": "sparse_categorical_crossentropy"}
-CUSTOM_OBJECTS = {"PositionalEmbedding": PositionalEmbedding}
 
 
 def make_codec(exp: Experiment, limits: Limits) -> Codec:

@@ -10,7 +10,6 @@ import pytest  # noqa: E402
 
 from pipeline.codec import CharCodec, Limits, NumberCodec  # noqa: E402
 from pipeline.config import Experiment, load_params  # noqa: E402
-from pipeline.errors import AdderError  # noqa: E402
 from pipeline.models import build_model, make_codec  # noqa: E402
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
