@@ -67,7 +67,7 @@ def compare() -> None:
 def predict(
     expression: Annotated[Optional[str], typer.Argument(help="e.g. 12+50")] = None,
     model: Annotated[Optional[str], typer.Option(help="experiment name, model folder or MLflow model URI "
-                                                      "[default: the best trained seq2seq experiment]")] = None,
+                                                      "[default: the best trained sequence model]")] = None,
     file: Annotated[Optional[str], typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
 ) -> None:
     """Answer an expression, or every line of --file, with a trained model."""
