@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import warnings
@@ -16,8 +15,8 @@ from pipeline.errors import AdderError
 # Keep TensorFlow's C++ start-up chatter and MLflow's schema hints off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr holds errors only
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # its model-logging notices are not for users
 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
-logging.getLogger("mlflow").setLevel(logging.ERROR)  # its model-logging notices are not for users
 
 app = typer.Typer(help="Teach neural networks arithmetic from character strings.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -44,15 +43,15 @@ def train(experiment: str) -> None:
 
 
 @app.command()
-def evaluate(experiment: str) -> None:
-    """Score EXPERIMENT on its test split into metrics/EXPERIMENT.json."""
+def evaluate(experiments: Annotated[Optional[list[str]], typer.Argument(help="[default: every experiment]")] = None) -> None:
+    """Score EXPERIMENTS on their test splits into metrics/EXPERIMENT.json, TensorFlow loaded once."""
     from pipeline import stages
 
-    metrics = stages.evaluate(experiment)
-    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("exact_match", "char_accuracy", "rmse") if k in metrics)
-    typer.echo(f"{experiment}: {shown}")
-    if registry := metrics["registry"]:
-        typer.echo(f"{registry['model']} version {registry['version']}: {registry['decision']} ({registry['reason']})")
+    for name, metrics in stages.evaluate(experiments):
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("exact_match", "char_accuracy", "rmse") if k in metrics)
+        typer.echo(f"{name}: {shown}")
+        if registry := metrics["registry"]:
+            typer.echo(f"{registry['model']} version {registry['version']}: {registry['decision']} ({registry['reason']})")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import digits
+from pipeline.problems import number_widths
 from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS, Limits  # noqa: F401 (Limits lived here first)
 
@@ -219,7 +220,7 @@ class TokenCodec(CharCodec):
     encoding: str = "integer"
 
     OUTPUT = "0123456789-"  # token ids 0-10; then END and START
-    END, START = 11, 12
+    MINUS, END, START = 10, 11, 12
 
     @property
     def out_steps(self) -> int:
@@ -230,12 +231,16 @@ class TokenCodec(CharCodec):
         return self.START + 1
 
     def encode_targets(self, answers) -> np.ndarray:
-        text = np.char.ljust(np.char.asarray(np.asarray(answers).astype(str)), self.out_steps)
-        backwards = np.array([t.rstrip()[::-1] for t in text.tolist()], dtype=f"U{self.out_steps}")
-        raw = np.char.ljust(backwards, self.out_steps).astype(f"S{self.out_steps}").view(np.uint8)
-        lookup = np.full(256, self.END, dtype=np.int32)
-        lookup[np.frombuffer(self.OUTPUT.encode(), dtype=np.uint8)] = np.arange(len(self.OUTPUT))
-        return lookup[raw.reshape(len(text), self.out_steps)]
+        """Answers as tokens: the sign first (so a difference commits to it before its digits), then the
+        digits least significant first, then END to the last step. -33 -> [-, 3, 3, END, ...]."""
+        answers = np.asarray(answers).astype(np.int64)
+        magnitude, negative = np.abs(answers), (answers < 0).astype(np.int64)
+        widths = number_widths(magnitude)
+        place = np.arange(self.out_steps) - negative[:, None]  # which digit each step holds
+        digit = magnitude[:, None] // 10 ** np.clip(place, 0, 18) % 10
+        tokens = np.where((place >= 0) & (place < widths[:, None]), digit, self.END)
+        tokens[:, 0] = np.where(negative == 1, self.MINUS, tokens[:, 0])
+        return tokens.astype(np.int32)
 
     def decoder_inputs(self, targets: np.ndarray) -> np.ndarray:
         return np.concatenate([np.full((len(targets), 1), self.START, np.int32), targets[:, :-1]], axis=1)
@@ -259,8 +264,8 @@ class TokenCodec(CharCodec):
         tokens = np.asarray(outputs).argmax(axis=-1)
         ended = np.cumsum(tokens >= self.END, axis=1) > 0
         chars = np.array(list(self.OUTPUT + "  "))[np.where(ended, self.END, tokens)]
-        backwards = chars.astype("U1").view(f"U{tokens.shape[1]}")[:, 0]
-        return np.char.strip(np.array([t[::-1] for t in backwards.tolist()], dtype=str))
+        texts = np.char.strip(chars.astype("U1").view(f"U{tokens.shape[1]}")[:, 0]).tolist()
+        return np.array([f"-{t[1:][::-1]}" if t.startswith("-") else t[::-1] for t in texts], dtype=str)
 
 
 Codec = CharCodec | NumberCodec | ColumnCodec | TokenCodec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -116,11 +117,23 @@ def load_trained(folder: Path) -> tuple:
     return keras.models.load_model(folder / "model.keras", compile=False), load_codec(folder / "codec.json")
 
 
-def evaluate(exp_name: str) -> dict:
-    """metrics/<experiment>.json and plots/<experiment>/; adds test metrics and samples to the training run."""
+def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """Scores each named experiment (default: every one in params.yaml) in one process, so TensorFlow
+    loads once; yields (name, metrics) as each is done."""
+    params = load_params()
+    names = exp_names or list(params.experiments)
+    for name in names:
+        params.experiment(name)  # an unknown name fails before any work
+    for name in names:
+        yield name, evaluate_one(name, params)
+
+
+def evaluate_one(exp_name: str, params) -> dict:
+    """metrics/<experiment>.json, plots/curves/<experiment>.csv and plots/breakdown/<experiment>/;
+    adds test metrics and samples to the training run."""
     from pipeline.evaluate import length_generalisation, predict_answers, score
 
-    root, params = project_root(), load_params()
+    root = project_root()
     exp = params.experiment(exp_name)
     folder = root / "models" / exp_name
     model, codec = load_trained(folder)
@@ -143,9 +156,9 @@ def evaluate(exp_name: str) -> dict:
     write_json({**metrics, "breakdown": split}, root / "metrics" / f"{exp_name}.json")
     history = pd.read_csv(folder / "history.csv")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
-    (root / "plots" / exp_name).mkdir(parents=True, exist_ok=True)
-    history.to_csv(root / "plots" / exp_name / "curves.csv", index=False)
-    write_breakdown_plots(split, root / "plots" / exp_name / "breakdown")
+    (root / "plots" / "curves").mkdir(parents=True, exist_ok=True)
+    history.to_csv(root / "plots" / "curves" / f"{exp_name}.csv", index=False)
+    write_breakdown_plots(split, root / "plots" / "breakdown" / exp_name)
     registry = {}
     with tracking.resume_run(run["run_id"]):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")
@@ -183,7 +196,7 @@ def compare() -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(comparison_table(params, rows))
     curves = {name: pd.read_csv(path) for name in params.experiments
-              if (path := root / "plots" / name / "curves.csv").is_file()}
+              if (path := root / "plots" / "curves" / f"{name}.csv").is_file()}
     figures = write_figures(rows, curves, root / "reports" / "figures")
     tracking.connect(root, tracking.REPORTS)
     with mlflow.start_run(run_name="compare", tags=tracking.run_tags(root)):

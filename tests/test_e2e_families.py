@@ -46,7 +46,7 @@ def test_families_repro_writes_breakdowns_and_figures(families_repo):
         assert 0.0 <= metrics["exact_match"] <= 1.0
         breakdown = metrics["breakdown"]
         assert sum(c["count"] for c in breakdown["terms"].values()) == 60
-        with (repo / "plots" / name / "breakdown" / "operation.csv").open() as f:
+        with (repo / "plots" / "breakdown" / name / "operation.csv").open() as f:
             assert list(csv.DictReader(f))[0].keys() == {"group", "count", "exact_match"}
         codec = read_json(repo / "models" / name / "codec.json")
         assert codec["encoding"] == exp.get("encoding", "onehot") and codec["reverse"] == exp.get("reverse", False)

@@ -49,7 +49,7 @@ def test_seq2seq_on_the_seed_task():
 
 
 def test_seq2seq_on_three_digits():
-    _, _, model = built("add3-seq2seq")
+    _, _, model = built("add3-seq2seq-onehot")
     assert model.input_shape == (None, 7, 12)
     assert model.output_shape == (None, 4, 12)
     assert model.count_params() == 76_012  # widths change the sequence lengths, not the weights
