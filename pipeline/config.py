@@ -116,6 +116,9 @@ class Experiment(Strict):
     # digitwise: a hidden ReLU layer before the output digit; 0 for none (2 terms need none, and
     # generalise further without it).
     head_units: int = Field(0, ge=0)
+    # mirrored: build and train under tf.distribute.MirroredStrategy, one replica per visible GPU (or the
+    # CPU alone); the batch is split across replicas, so batch_size stays the global batch.
+    distribute: Literal["none", "mirrored"] = "none"
 
     @model_validator(mode="after")
     def _units_fit_model(self) -> Experiment:

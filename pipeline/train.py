@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from pipeline.codec import Codec, Limits
 from pipeline.config import MILESTONES, Experiment, Task
+from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers, score
 from pipeline.models import build_model, make_codec
 from pipeline.problems import Problems
@@ -45,6 +46,30 @@ def steps_per_execution(steps: int, cap: int = 64) -> int:
     return max(d for d in range(1, min(steps, cap) + 1) if steps % d == 0)
 
 
+def strategy_for(exp: Experiment, rows_per_epoch: int) -> tf.distribute.Strategy:
+    """Mirrored over every replica (all visible GPUs, or the CPU alone), or TensorFlow's default placement.
+    Several replicas need every batch to split evenly between them (Keras fails on uneven parts)."""
+    if exp.distribute == "none":
+        return tf.distribute.get_strategy()
+    strategy = tf.distribute.MirroredStrategy()
+    n = strategy.num_replicas_in_sync
+    if exp.batch_size % n or rows_per_epoch % n:
+        raise AdderError(f"distribute: mirrored splits every batch over {n} replicas: batch_size ({exp.batch_size}) "
+                         f"and the rows per epoch ({rows_per_epoch}) must be multiples of {n}")
+    return strategy
+
+
+class WholeBatch:
+    """A model answering each row once: on several replicas Keras's predict_on_batch gives every replica
+    the whole batch and concatenates their answers."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+
+    def predict_on_batch(self, x):
+        return keras.ops.convert_to_numpy(self.model(x, training=False))
+
+
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
@@ -61,7 +86,8 @@ class EpochReport(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
-        for name, value in score(predict_answers(self.model, self.codec, self.val.text), self.val.answer, self.codec).items():
+        model = self.model if self.model.distribute_strategy.num_replicas_in_sync == 1 else WholeBatch(self.model)
+        for name, value in score(predict_answers(model, self.codec, self.val.text), self.val.answer, self.codec).items():
             logs[f"val_{name}"] = value
         logs["seconds"] = time.perf_counter() - self.started
         for level in MILESTONES:
@@ -89,7 +115,11 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
     codec = make_codec(exp, Limits.of(task))
     indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed))
     steps = math.ceil(indices.shape[1] / exp.batch_size)
-    model = build_model(exp, codec, steps * exp.epochs, steps_per_execution(steps))
+    strategy = strategy_for(exp, indices.shape[1])
+    with strategy.scope():  # Keras trains under the strategy its model was built in
+        # Keras cannot run several steps per call on several replicas.
+        per_call = steps_per_execution(steps) if strategy.num_replicas_in_sync == 1 else 1
+        model = build_model(exp, codec, steps * exp.epochs, per_call)
     stream = training_stream(*codec.training_pair(train_split.text, train_split.answer), indices, exp.batch_size)
     report = EpochReport(codec, val_split, exp, on_epoch)
     started = time.perf_counter()

@@ -1,0 +1,115 @@
+"""distribute: mirrored trains under tf.distribute.MirroredStrategy: on one CPU exactly like the default, and
+on two replicas (two logical CPUs standing in for two GPUs, in a fresh process) with the batch split evenly."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pipeline.config import Experiment, Task, parse_params  # noqa: E402
+from pipeline.errors import AdderError  # noqa: E402
+from pipeline.problems import split_problems  # noqa: E402
+from pipeline.train import train  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
+SPLITS = split_problems(TASK, 0)
+SEQ2SEQ = Experiment(task="tiny", model="seq2seq", units=(8, 8), epochs=2, samples_per_epoch=20, batch_size=6)
+
+
+def without_clock(history):
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+
+
+@pytest.fixture(scope="module")
+def default_run(two_replicas):
+    """SEQ2SEQ on TensorFlow's default placement, trained while the two-replica process runs beside it."""
+    return train(SEQ2SEQ, TASK, SPLITS["train"], SPLITS["val"], seed=3)
+
+
+def test_mirrored_on_one_cpu_trains_like_the_default(default_run, tmp_path):
+    mirrored = train(SEQ2SEQ.model_copy(update={"distribute": "mirrored"}), TASK, SPLITS["train"], SPLITS["val"], seed=3)
+    strategy = mirrored.model.distribute_strategy
+    assert isinstance(strategy, tf.distribute.MirroredStrategy) and strategy.num_replicas_in_sync == 1
+    assert not isinstance(default_run.model.distribute_strategy, tf.distribute.MirroredStrategy)
+    assert without_clock(mirrored.history) == without_clock(default_run.history)
+    # Saved like any model, and loads back without the strategy (as evaluate and serving load it).
+    mirrored.model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    x = mirrored.codec.encode_inputs(SPLITS["val"].text)
+    np.testing.assert_allclose(loaded.predict_on_batch(x), mirrored.model.predict_on_batch(x), rtol=1e-6)
+
+
+def test_distribute_is_validated_naming_the_key():
+    params = {"seed": 0, "tasks": {"tiny": TASK.model_dump()},
+              "experiments": {"tiny-seq2seq": {**SEQ2SEQ.model_dump(), "distribute": "horovod"}}}
+    with pytest.raises(AdderError) as e:
+        parse_params(params)
+    assert "experiments.tiny-seq2seq.distribute" in str(e.value) and "'mirrored'" in str(e.value), e.value
+    assert Experiment(task="t", model="seq2seq", epochs=1, batch_size=1).distribute == "none"
+
+
+# Logical devices must be set before TensorFlow starts, so this runs in its own process. MirroredStrategy()
+# takes every GPU, or the CPU alone; here it is pointed at the two logical CPUs.
+TWO_REPLICAS = textwrap.dedent("""
+    import functools, json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.distribute.MirroredStrategy = functools.partial(tf.distribute.MirroredStrategy, devices=["/cpu:0", "/cpu:1"])
+    from pipeline.config import Experiment, Task
+    from pipeline.errors import AdderError
+    from pipeline.problems import split_problems
+    from pipeline.train import train
+    task = Task.model_validate_json(sys.argv[1])
+    exp = Experiment.model_validate_json(sys.argv[2])
+    splits = split_problems(task, 0)
+    trained = train(exp, task, splits["train"], splits["val"], seed=3)
+    try:
+        train(exp.model_copy(update={"batch_size": 5}), task, splits["train"], splits["val"], seed=3)
+        uneven = None
+    except AdderError as e:
+        uneven = str(e)
+    print(json.dumps({"replicas": trained.model.distribute_strategy.num_replicas_in_sync,
+                      "history": trained.history, "uneven": uneven}))
+""")
+
+
+@pytest.fixture(scope="module")
+def two_replicas():
+    """The two-replica run, started at once in its own process; yields a function that waits for its result."""
+    exp = SEQ2SEQ.model_copy(update={"distribute": "mirrored"})
+    process = subprocess.Popen([sys.executable, "-c", TWO_REPLICAS, TASK.model_dump_json(), exp.model_dump_json()],
+                               cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result() -> dict:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+    yield result
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def test_mirrored_on_two_replicas_splits_each_batch(two_replicas, default_run):
+    out = two_replicas()
+    assert out["replicas"] == 2
+    assert len(out["history"]) == SEQ2SEQ.epochs
+    # Held-out scores count every row once (Keras's predict_on_batch would answer each twice).
+    for two, one in zip(out["history"], default_run.history):
+        assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
+        assert two["val_exact_match"] == one["val_exact_match"]
+        assert two["val_char_accuracy"] == pytest.approx(one["val_char_accuracy"])
+    assert out["uneven"] and "batch_size (5)" in out["uneven"] and "multiples of 2" in out["uneven"], out["uneven"]
