@@ -126,6 +126,26 @@ def serve(
     serve_model(uri, host, port, tracking.tracking_uri(root))
 
 
+@app.command("retrain-report")
+def retrain_report(
+    base: Annotated[Optional[str], typer.Option(help="git revision to compare with [default: the merge-base with "
+                                                     "origin/$GITHUB_BASE_REF or origin/main; HEAD~1 on main itself]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="markdown report [default: reports/retrain.md]")] = None,
+    repro: Annotated[bool, typer.Option("--repro/--no-repro", help="run `dvc repro` first")] = True,
+    promote: Annotated[bool, typer.Option(help="let champions move (CI: on the main branch only)")] = False,
+) -> None:
+    """Reproduce the pipeline, compare params and metrics with a base revision, write a markdown report
+    (also to $GITHUB_STEP_SUMMARY when set). Without --promote, evaluate registers models but moves no champion."""
+    from pipeline.config import project_root
+    from pipeline.retrain import retrain_report as report
+
+    root = project_root()
+    out = out or root / "reports" / "retrain.md"
+    c = report(root, base, out, run_repro=repro, promote=promote)
+    typer.echo(f"wrote {out}: compared with {c.base_commit[:7]} ({c.base}), changed params: {len(c.params)}, "
+               f"experiments with changed metrics: {len(c.metrics)}")
+
+
 def main() -> None:
     try:
         app()

@@ -141,9 +141,20 @@ def champion_of(client, name: str) -> dict | None:
             "test_sha256": run.data.tags.get("test_sha256")}
 
 
+# Promotion can be switched off, so that CI on a pull request registers candidates without moving any
+# champion; `adder retrain-report --promote` (the main branch) switches it on and crowns what was held.
+PROMOTE = "ADDER_PROMOTE"
+
+
+def promotion_on() -> bool:
+    """$ADDER_PROMOTE: unset or anything but 0/false/no/off lets evaluate move the champion alias."""
+    return os.environ.get(PROMOTE, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: float, test_sha256: str) -> dict:
     """Registers model_uri as a new version of adder-<task>; moves the champion alias to it only if it
-    beats the champion's test exact match on the same test set. Logs the decision to the active run."""
+    beats the champion's test exact match on the same test set, and promotion is on. Logs the decision
+    to the active run."""
     client = mlflow.MlflowClient()
     name = registered_name(task)
     champion = champion_of(client, name)
@@ -152,22 +163,56 @@ def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: floa
     # The client, unlike mlflow.register_model, prints nothing: the stage's stderr holds errors only.
     version = client.create_model_version(name, source=model_uri, run_id=run_id,
                                           model_id=model_uri.removeprefix("models:/"))
+    return crown(client, name, str(version.version), champion, exact_match, test_sha256, promotion_on())
+
+
+def crown(client, name: str, version: str, champion: dict | None, exact_match: float, test_sha256: str,
+          promote: bool) -> dict:
+    """The champion decision for one version: "promoted", "kept" (it does not win), or "held" (it wins
+    but promotion is off). Logs the decision and both figures to the active run."""
     if champion is None or champion["exact_match"] is None:
-        promoted, reason = True, "no champion yet"
+        wins, reason = True, "no champion yet"
     elif champion["test_sha256"] != test_sha256:
-        promoted, reason = True, "the champion was scored on another test set"
+        wins, reason = True, "the champion was scored on another test set"
     else:
-        promoted = beats(exact_match, champion["exact_match"])
-        reason = "higher test exact match" if promoted else "not higher than the champion's test exact match"
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-    decision = {"model": name, "version": str(version.version), "decision": "promoted" if promoted else "kept",
+        wins = beats(exact_match, champion["exact_match"])
+        reason = "higher test exact match" if wins else "not higher than the champion's test exact match"
+    if wins and promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    elif wins:
+        reason += f"; promotion is off ({PROMOTE}=0)"
+    decision = {"model": name, "version": version, "decision": "kept" if not wins else "promoted" if promote else "held",
                 "reason": reason, "candidate_exact_match": exact_match,
                 "champion_version": champion and champion["version"],
                 "champion_exact_match": champion and champion["exact_match"]}
     mlflow.set_tags({f"registry.{k}": str(v) for k, v in decision.items() if not k.endswith("exact_match")})
     mlflow.log_metrics({f"registry.{k}": v for k, v in decision.items() if k.endswith("exact_match") and v is not None})
     return decision
+
+
+def registry_decision(client, run_id: str) -> dict | None:
+    """The champion decision logged to a training run, or None if its model was never registered."""
+    data = client.get_run(run_id).data
+    if "registry.decision" not in data.tags:
+        return None
+    return {**{k.removeprefix("registry."): v for k, v in data.tags.items() if k.startswith("registry.")},
+            **{k.removeprefix("registry."): v for k, v in data.metrics.items() if k.startswith("registry.")}}
+
+
+def promote_held(run_ids: list[str]) -> list[dict]:
+    """Decides again, with promotion on, for the versions these runs registered while it was off (DVC
+    need not rerun evaluate for them), against today's champion; returns the new decisions."""
+    client = mlflow.MlflowClient()
+    decisions = []
+    for run_id in run_ids:
+        held = registry_decision(client, run_id)
+        if held is None or held["decision"] != "held":
+            continue
+        run = client.get_run(run_id)
+        with resume_run(run_id):
+            decisions.append(crown(client, held["model"], held["version"], champion_of(client, held["model"]),
+                                   run.data.metrics["test_exact_match"], run.data.tags["test_sha256"], promote=True))
+    return decisions
 
 
 def best_champion() -> str:
