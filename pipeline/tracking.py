@@ -160,9 +160,11 @@ def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: floa
     champion = champion_of(client, name)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
+    # Scoring the same run again (evaluate reruns for every experiment) reuses its version.
+    registered = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     # The client, unlike mlflow.register_model, prints nothing: the stage's stderr holds errors only.
-    version = client.create_model_version(name, source=model_uri, run_id=run_id,
-                                          model_id=model_uri.removeprefix("models:/"))
+    version = registered[0] if registered else client.create_model_version(
+        name, source=model_uri, run_id=run_id, model_id=model_uri.removeprefix("models:/"))
     return crown(client, name, str(version.version), champion, exact_match, test_sha256, promotion_on())
 
 

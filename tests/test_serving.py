@@ -129,6 +129,15 @@ def test_champion_moves_only_to_a_higher_score_on_the_same_test_set(registry):
     assert "registry.champion_exact_match" not in registry.get_run(registry.get_model_version("adder-add3", "1").run_id).data.metrics
 
 
+def test_scoring_the_same_run_again_reuses_its_version(registry):
+    first = candidate("add3", 0.5)
+    run_id = registry.get_model_version("adder-add3", first["version"]).run_id
+    with mlflow.start_run(run_id=run_id):
+        again = tracking.register_and_crown("add3", "models:/unused", run_id, 0.5, "same test set")
+    assert (again["version"], again["decision"]) == ("1", "kept")
+    assert [str(v.version) for v in registry.search_model_versions("name = 'adder-add3'")] == ["1"]
+
+
 def test_default_served_model_is_the_champion_of_the_best_task(registry):
     with pytest.raises(AdderError, match="no champion in the model registry yet"):
         tracking.best_champion()
