@@ -9,8 +9,8 @@ import pytest
 from pipeline.config import Task, load_params
 from pipeline.errors import AdderError
 from pipeline.problems import (
-    HEADER, Problems, distinct_problems, overlap, read_csv, sample_operands, sample_problems, split_problems,
-    to_problems, write_csv,
+    HEADER, Problems, distinct_problems, join_sums, keras_draw_bound, keras_operands, leading_digits, number_widths,
+    overlap, read_csv, sample_operands, sample_problems, split_problems, to_problems, write_csv,
 )
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
@@ -43,6 +43,38 @@ def test_to_problems_text():
     problems = to_problems(np.array([[3, 10], [0, 7]]))
     assert problems.text.tolist() == ["3+10", "0+7"]
     assert problems.answer.tolist() == [13, 7]
+
+
+@pytest.mark.parametrize("terms", [1, 2, 5])
+@pytest.mark.parametrize("high", [9, 999, 10**9, 10**18 - 1, 4 * 10**18])
+def test_join_sums_writes_what_python_formats(terms, high):
+    operands = rng(terms).integers(0, high, size=(500, terms), endpoint=True)
+    operands[0], operands[1] = 0, high  # the shortest and longest numbers too
+    text = join_sums(operands)
+    assert text.tolist() == ["+".join(map(str, row)) for row in operands.tolist()]
+    assert join_sums(np.zeros((0, terms), dtype=np.int64)).shape == (0,)
+
+
+def test_leading_digits_fill_every_slot():
+    values = np.array([7, 42, 999, 0])
+    chars = leading_digits(values, number_widths(values), 3)  # a row per slot
+    assert ["".join(map(chr, column)) for column in chars.T] == ["700", "420", "999", "000"]
+
+
+def test_keras_operands_read_length_and_digits_from_one_draw():
+    # draw = (length - 1) * 10**digits + random digits; the operand keeps the last `length` of them
+    draws = np.array([0 * 1000 + 123, 1 * 1000 + 123, 2 * 1000 + 123, 2 * 1000 + 7, keras_draw_bound(3) - 1], dtype=np.uint64)
+    assert keras_operands(draws, 3).tolist() == [3, 23, 123, 7, 999]
+    assert keras_operands(np.array([keras_draw_bound(18) - 1], dtype=np.uint64), 18).tolist() == [10**18 - 1]
+
+
+@pytest.mark.parametrize("t", [task(), task(min_value=None, max_value=None, digits=3), task(terms=3, min_terms=2),
+                               task(terms=3, min_value=None, max_value=None, digits=18, ops="+-", brackets=True)],
+                         ids=["range", "keras-digits", "terms", "families"])
+def test_first_problems_do_not_depend_on_how_many_follow(t):
+    few, many = sample_problems(t, 10, rng(5)), sample_problems(t, 1000, rng(5))
+    np.testing.assert_array_equal(few.text, many.text[:10])
+    np.testing.assert_array_equal(few.answer, many.answer[:10])
 
 
 def test_operands_within_range():
