@@ -46,6 +46,106 @@ class Checked:
         return run_batches(model, x)
 
 
+# Text as character matrices: a numpy str array is an (n, width) block of uint32 code points, zero past
+# each string's end, so a whole batch is encoded with array operations and numpy's C string functions,
+# without per-string Python work. The functions below take and keep that layout.
+
+
+def char_matrix(texts) -> tuple[np.ndarray, np.ndarray]:
+    """Strings -> ((n, width) uint32 code points, (n,) lengths), a view of the numpy str array's memory."""
+    texts = np.ascontiguousarray(np.asarray(texts, dtype=str))
+    return texts.view(np.uint32).reshape(len(texts), texts.itemsize // 4), np.strings.str_len(texts)
+
+
+def right_aligned(chars: np.ndarray, lengths: np.ndarray, width: int, reverse: bool = False) -> np.ndarray:
+    """(n, width) code points of each string (no longer than width) left-padded with spaces; reverse: the
+    string read backwards, the padding still in front."""
+    n, have = chars.shape
+    if reverse:
+        backwards = np.zeros((n, width), dtype=chars.dtype)
+        backwards[:, : min(have, width)] = chars[:, :width]
+        return np.where(np.arange(width) < width - lengths[:, None], ord(" "), backwards[:, ::-1])
+    if n == 0:
+        return np.zeros((0, width), dtype=chars.dtype)  # np.strings.rjust fails on no strings
+    return np.strings.rjust(chars.view(f"U{have}")[:, 0], width).view(chars.dtype).reshape(n, width)
+
+
+def pad_operands(chars: np.ndarray, lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every run of digits left-padded with spaces to `width` ('3*10' -> ' 3*10' for width 2): each
+    character moves right by the spaces inserted before it, counted over the flattened matrix."""
+    n, have = chars.shape
+    digit = (chars >= ord("0")) & (chars <= ord("9")) & (np.arange(have) < lengths[:, None])
+    first = digit.copy()
+    first[:, 1:] &= ~digit[:, :-1]
+    run = np.cumsum(first).reshape(n, have)  # the latest operand begun, numbered over the whole matrix
+    size = np.bincount(run[digit], minlength=1)  # size[0] = 0: no operand yet
+    inserted = np.cumsum(np.maximum(width - size, 0) * (size > 0))  # spaces up to each operand
+    shift = inserted[run] - inserted[run[:, 0] - first[:, 0]][:, None]  # spaces before each character in its row
+    out = np.full((n, have + int(shift[:, -1].max(initial=0))), ord(" "), dtype=chars.dtype)
+    out.reshape(-1)[np.arange(n)[:, None] * out.shape[1] + np.arange(have) + shift] = chars
+    lengths = lengths + shift[:, -1]
+    return np.where(np.arange(out.shape[1]) < lengths[:, None], out, 0), lengths  # zero past each end
+
+
+def number_chars(values: np.ndarray, width: int) -> np.ndarray:
+    """Integers -> (n, width) code points right-aligned with spaces in front, '-' before negatives:
+    np.char.rjust(values.astype(str), width) without formatting each number."""
+    values = values.astype(np.int64)
+    magnitude, negative = np.abs(values), values < 0
+    if magnitude.max(initial=0) < 2**31:
+        magnitude = magnitude.astype(np.int32)  # 32-bit division is several times faster
+    length = np.ones(len(values), dtype=np.int8)  # digits
+    for place in range(1, len(str(int(magnitude.max(initial=0))))):
+        length += magnitude >= 10**place
+    if (length + negative).max(initial=0) > width:
+        raise AdderError(f"strings longer than the model's {width} characters")
+    chars = np.empty((width, len(values)), dtype=np.uint32)  # a row per place, the last first
+    rest = magnitude
+    for place in range(width):
+        pad = np.where(negative & (place == length), ord("-"), ord(" ")) if negative.any() else ord(" ")
+        chars[width - 1 - place] = np.where(place < length, rest % 10 + ord("0"), pad)
+        rest = rest // 10
+    return chars.T
+
+
+def row_cumsum(values: np.ndarray) -> np.ndarray:
+    """Inclusive running sum along each row, from one flat cumsum (numpy's cumsum along many short rows is slow)."""
+    total = np.cumsum(values.reshape(-1)).reshape(values.shape)
+    return total - (total[:, :1] - values[:, :1])
+
+
+def operand_digits(chars: np.ndarray, lengths: np.ndarray, terms: int) -> np.ndarray:
+    """'123+45' -> (n, width, terms) uint8 digits, column k holding digit k (from the right) of each
+    operand, zeros for missing operands: digits.digit_columns' layout, without splitting strings."""
+    n, have = chars.shape
+    inside = np.arange(have) < lengths[:, None]
+    plus = inside & (chars == ord("+"))
+    digit = inside & (chars >= ord("0")) & (chars <= ord("9"))
+    if (inside & ~plus & ~digit).any():
+        raise AdderError("expected numbers joined by '+'")
+    operand = row_cumsum(plus)  # which operand each character belongs to
+    if operand.max(initial=0) >= terms:
+        raise AdderError(f"more than {terms} numbers joined by '+'")
+    row = np.arange(n)[:, None]
+    count = np.bincount(np.where(digit, row * terms + operand, n * terms).reshape(-1), minlength=n * terms + 1)
+    # A digit's place: how many digits follow it in its operand (those up to its operand's end, minus those up to it).
+    through = row_cumsum(count[:-1].reshape(n, terms))
+    place = through.reshape(-1)[row * terms + operand] - row_cumsum(digit)
+    width = max(int(count[:-1].max(initial=0)), 1)
+    out = np.zeros(n * width * terms + 1, dtype=np.uint8)  # the last element takes every non-digit
+    out[np.where(digit, (row * width + place) * terms + operand, len(out) - 1)] = chars - ord("0")
+    return out[:-1].reshape(n, width, terms)
+
+
+def place_digits(values: np.ndarray, steps: int) -> np.ndarray:
+    """Non-negative integers -> (n, steps) uint8 digits, least significant first; more steps for longer ones."""
+    rest, places = values.astype(np.int64), []
+    while len(places) < steps or rest.any():
+        places.append((rest % 10).astype(np.uint8))
+        rest = rest // 10
+    return np.stack(places, axis=1) if places else np.zeros((len(values), 0), dtype=np.uint8)
+
+
 @dataclass(frozen=True)
 class CharCodec(Checked):
     """Expression characters in, answer characters out. The defaults are the tutorial's encoding: one-hot
@@ -90,24 +190,34 @@ class CharCodec(Checked):
     def pad(self, texts, width: int) -> np.ndarray:
         return np.char.rjust(np.asarray(texts, dtype=str), width)
 
-    def to_codes(self, texts, width: int) -> np.ndarray:
-        """(n, width) integer codes of left-padded strings."""
-        padded = self.pad(texts, width)
-        if padded.dtype.itemsize // 4 > width:
-            raise AdderError(f"strings longer than the model's {width} characters")
-        raw = padded.astype(f"S{width}").view(np.uint8).reshape(len(padded), width)
-        lookup = np.full(256, -1, dtype=np.int8)
-        lookup[np.frombuffer(self.alphabet.encode(), dtype=np.uint8)] = np.arange(self.n_symbols)
-        codes = lookup[raw]
+    def codes(self, chars: np.ndarray) -> np.ndarray:
+        """Code points -> alphabet codes; any other character is refused."""
+        lookup = np.full(257, -1, dtype=np.intp)  # take(mode="clip") sends code points past 255 to the last
+        lookup[[ord(c) for c in self.alphabet]] = np.arange(self.n_symbols)
+        codes = lookup.take(chars, mode="clip")
         if (codes < 0).any():
             raise AdderError(f"characters outside the alphabet {self.alphabet!r}")
         return codes
 
-    def one_hot(self, codes: np.ndarray) -> np.ndarray:
-        return (codes[..., None] == np.arange(self.n_symbols, dtype=codes.dtype)).astype(np.float32)
+    def aligned_codes(self, chars: np.ndarray, lengths: np.ndarray, width: int, reverse: bool = False) -> np.ndarray:
+        if lengths.max(initial=0) > width:
+            raise AdderError(f"strings longer than the model's {width} characters")
+        return self.codes(right_aligned(chars, lengths, width, reverse))
+
+    def to_codes(self, texts, width: int) -> np.ndarray:
+        """(n, width) alphabet codes of strings left-padded with spaces."""
+        return self.aligned_codes(*char_matrix(texts), width)
+
+    def one_hot(self, codes: np.ndarray, mask: bool = False) -> np.ndarray:
+        """float32 one-hot vectors; mask: the pad as an all-zero vector, what keras.layers.Masking(0.0) skips."""
+        vectors = np.eye(self.n_symbols, dtype=np.float32)
+        if mask:
+            vectors[self.pad_code] = 0.0
+        return vectors.take(codes, axis=0)
 
     def layout(self, texts) -> np.ndarray:
-        """Expressions as the model reads them, before the left padding to in_width."""
+        """Expressions as the model reads them, before the left padding to in_width. Readable, one string
+        at a time; encode_inputs does the same to character matrices (the tests hold the two equal)."""
         texts = np.asarray(texts, dtype=str)
         if self.padding == "per_term":
             width = self.limits.operand_width
@@ -117,13 +227,13 @@ class CharCodec(Checked):
         return texts
 
     def encode_inputs(self, texts) -> np.ndarray:
-        codes = self.to_codes(self.layout(texts), self.in_width)
+        chars, lengths = char_matrix(texts)
+        if self.padding == "per_term":
+            chars, lengths = pad_operands(chars, lengths, self.limits.operand_width)
+        codes = self.aligned_codes(chars, lengths, self.in_width, self.reverse)
         if self.encoding == "integer":
-            return ((codes.astype(np.int32) - self.pad_code) % self.n_symbols).astype(np.int32)
-        x = self.one_hot(codes)
-        if self.mask:
-            x[codes == self.pad_code] = 0.0  # what keras.layers.Masking(0.0) skips
-        return x
+            return ((codes - self.pad_code) % self.n_symbols).astype(np.int32)
+        return self.one_hot(codes, self.mask)
 
     def decode_inputs(self, x: np.ndarray) -> np.ndarray:
         """encode_inputs undone: the canonical expressions back."""
@@ -135,7 +245,14 @@ class CharCodec(Checked):
         return np.array([t[::-1] for t in texts.tolist()], dtype=str) if self.reverse else texts
 
     def encode_targets(self, answers) -> np.ndarray:
-        codes = self.to_codes(np.asarray(answers).astype(str), self.out_width)
+        answers = np.asarray(answers)
+        if answers.dtype.kind not in "iu":
+            codes = self.to_codes(answers.astype(str), self.out_width)
+        else:
+            low, high = (int(answers.min()), int(answers.max())) if len(answers) else (0, 0)
+            if high - low < len(answers) // 2:  # answers repeat: encode each value once, then gather
+                return self.encode_targets(np.arange(low, high + 1)).take(answers - low, axis=0)
+            codes = self.codes(number_chars(answers, self.out_width))
         return codes.astype(np.int32) if self.encoding == "integer" else self.one_hot(codes)
 
     def chars(self, codes: np.ndarray) -> np.ndarray:
@@ -160,8 +277,11 @@ class NumberCodec(Checked):
         return float(self.limits.max_answer)
 
     def operands(self, texts) -> np.ndarray:
-        parts = np.char.split(np.asarray(texts, dtype=str), "+")
-        return np.array(parts.tolist(), dtype=np.float32).reshape(len(parts), self.limits.terms)
+        columns = operand_digits(*char_matrix(texts), self.limits.terms)
+        values = np.zeros((len(columns), self.limits.terms), dtype=np.uint64)
+        for place in range(columns.shape[1] - 1, -1, -1):
+            values = values * 10 + columns[:, place]
+        return values.astype(np.float64).astype(np.float32)  # rounded as float(text) then float32 rounds it
 
     def encode_inputs(self, texts) -> np.ndarray:
         return self.operands(texts) / self.scale
@@ -198,14 +318,17 @@ class ColumnCodec(Checked):
         return replace(self.limits, low=0, high=10**self.max_digits - 1).check(expression)
 
     def encode_inputs(self, texts) -> np.ndarray:
-        columns = digits.digit_columns(texts, terms=self.limits.terms)
+        columns = operand_digits(*char_matrix(texts), self.limits.terms)
         steps = max(self.train_steps, columns.shape[1] + digits.carry_steps(self.limits.terms))
         columns = np.pad(columns, ((0, 0), (0, steps - columns.shape[1]), (0, 0)))
-        one_hot = np.eye(10, dtype=np.float32)[columns]  # (n, steps, terms, 10)
+        one_hot = np.eye(10, dtype=np.float32).take(columns.astype(np.intp), axis=0)  # (n, steps, terms, 10)
         return one_hot.reshape(len(columns), steps, self.features)
 
     def encode_targets(self, answers) -> np.ndarray:
-        return digits.digit_columns(np.asarray(answers).astype(str), self.train_steps)[:, :, 0]
+        answers = np.asarray(answers)
+        if answers.dtype.kind in "iu" and (answers >= 0).all():
+            return place_digits(answers, self.train_steps)
+        return digits.digit_columns(answers.astype(str), self.train_steps)[:, :, 0]  # strings, negatives: as digit_columns reads them
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         return digits.digits_to_text(outputs.argmax(axis=-1).astype(np.int8))
