@@ -3,7 +3,6 @@ promoted, and end to end a git repo with two commits of different params."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -158,17 +157,6 @@ def test_a_missing_base_is_a_clear_error(repo, tmp_path_factory):
 
 # --------------------------------------------------------------------------------------------------
 # champions: held while promotion is off, crowned by --promote
-
-
-@pytest.fixture
-def registry(tmp_path):
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("adder", (tmp_path / "art").as_uri()))
-    yield mlflow.MlflowClient()
-    mlflow.set_tracking_uri(None)
-    if before is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def candidate(exact_match: float) -> tuple[str, dict]:

@@ -95,17 +95,6 @@ def test_only_a_strictly_higher_score_beats_the_champion():
     assert not tracking.beats(0.7, 0.8)
 
 
-@pytest.fixture
-def registry(tmp_path):
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("adder", (tmp_path / "art").as_uri()))
-    yield mlflow.MlflowClient()
-    mlflow.set_tracking_uri(None)
-    if before is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = before
-
-
 def candidate(task: str, exact_match: float, test_sha256: str = "same test set") -> dict:
     """A finished training run with its test score and a logged model (no files needed), put to the registry."""
     with mlflow.start_run() as run:

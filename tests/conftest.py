@@ -1,0 +1,20 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import pytest
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A throwaway sqlite MLflow store with the experiment `adder` active; yields its client."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("adder", (tmp_path / "art").as_uri()))
+    yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(None)
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
