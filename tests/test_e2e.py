@@ -68,7 +68,7 @@ def cli_env(tracking_uri: str | None = None) -> dict[str, str]:
     """The environment of every command: the venv first on PATH, no inherited MLflow / DVC / adder
     settings (so the local store is the temp repo's sqlite file unless tracking_uri is given)."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "GIT_")) and k != "ADDER_ROOT"}
+           if not k.startswith(("MLFLOW_", "DVC_", "GIT_", "ADDER_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"

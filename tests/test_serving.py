@@ -156,7 +156,7 @@ REQUESTS, CLIENTS, DEADLINE_S = 2000, 8, 60
 
 def cli_env(tracking_uri: str | None = None) -> dict[str, str]:
     """The venv first on PATH; no inherited MLflow / adder settings, so the store is the project's sqlite file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_")) and k != "ADDER_ROOT"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "ADDER_"))}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="3")
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
