@@ -159,7 +159,11 @@ def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: floa
     name = registered_name(task)
     champion = champion_of(client, name)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name)
+        try:
+            client.create_registered_model(name)
+        except mlflow.exceptions.MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel evaluate (a queued sweep) made it
+                raise
     # Scoring the same run again (evaluate reruns for every experiment) reuses its version.
     registered = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     # The client, unlike mlflow.register_model, prints nothing: the stage's stderr holds errors only.
