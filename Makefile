@@ -5,7 +5,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast ui bench clean
+.PHONY: setup run test test-fast ui bench clean postgres
 
 setup: $(STAMP)
 
@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,scale]'
 	@touch $@
 
 run: $(STAMP)  ## the whole pipeline on params.yaml
@@ -30,6 +30,12 @@ ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
 
 bench: $(STAMP)  ## speed benchmarks, printed as ratios against baselines
 	python -m benchmarks
+
+# Debian's PostgreSQL server programs, for the PostgreSQL-backed tracking server test (tests/test_scaleout.py
+# starts its own throwaway cluster; without them that one test skips). Installing needs root.
+postgres:  ## install PostgreSQL from Debian's packages unless it is there
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 clean:  ## remove pipeline outputs, the DVC cache and the MLflow store (keeps .venv)
 	rm -rf data/*/ models metrics plots reports mlflow.db mlartifacts dvc.lock .dvc/cache
