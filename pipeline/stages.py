@@ -14,7 +14,7 @@ import pandas as pd
 from pipeline import problems, tracking
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.codec import NumberCodec, load_codec, save_codec
-from pipeline.config import load_params, project_root
+from pipeline.config import Params, load_params, project_root
 from pipeline.errors import AdderError
 from pipeline.report import comparison_table, write_figures
 
@@ -124,11 +124,12 @@ def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     names = exp_names or list(params.experiments)
     for name in names:
         params.experiment(name)  # an unknown name fails before any work
+    tracking.connect(project_root())  # so does an unreachable tracking server
     for name in names:
         yield name, evaluate_one(name, params)
 
 
-def evaluate_one(exp_name: str, params) -> dict:
+def evaluate_one(exp_name: str, params: Params) -> dict:
     """metrics/<experiment>.json, plots/curves/<experiment>.csv and plots/breakdown/<experiment>/;
     adds test metrics and samples to the training run."""
     from pipeline.evaluate import length_generalisation, predict_answers, score
@@ -140,7 +141,6 @@ def evaluate_one(exp_name: str, params) -> dict:
     run = json.loads((folder / "run.json").read_text())
     test = problems.read_csv(root / "data" / exp.task / "test.csv")
     summary = json.loads((root / "data" / exp.task / "summary.json").read_text())
-    tracking.connect(root)
     predicted = predict_answers(model, codec, test.text)
     metrics = {
         **score(predicted, test.answer, codec),
