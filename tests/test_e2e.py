@@ -241,10 +241,10 @@ class Server:
                 time.sleep(0.25)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a free local port. Starts in the background: call wait_ready()."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
+@contextlib.contextmanager
+def mlflow_server(folder: Path, backend_store_uri: str):
+    """`mlflow server` on a free local port with the given backend store and a local artifacts destination,
+    as docs/scale-out.md starts it (there the destination is s3://). Starts in the background: wait_ready()."""
     port = free_port()
     env = cli_env()
     # The server's job runner (7 Huey worker processes importing MLflow) would compete for the
@@ -253,22 +253,31 @@ def mlflow_server(tmp_path_factory):
     log = (folder / "server.log").open("w")
     process = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'srv.db'}", "--artifacts-destination", str(folder / "art")],
+         "--backend-store-uri", backend_store_uri, "--serve-artifacts", "--artifacts-destination", str(folder / "art")],
         cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: teardown ends the server and its workers
     )
-    server = Server(f"http://127.0.0.1:{port}", process, folder)
-    yield server
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # any worker left behind in the group
-    process.wait(10)
-    log.close()
+        yield Server(f"http://127.0.0.1:{port}", process, folder)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # any worker left behind in the group
+        process.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """A real `mlflow server` on a sqlite store, shared by this module's tests."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(folder, f"sqlite:///{folder / 'srv.db'}") as server:
+        yield server
 
 
 @dataclass
@@ -280,13 +289,13 @@ class Pipelines:
 
 
 @pytest.fixture(scope="module")
-def pipelines(tmp_path_factory, mlflow_server) -> Pipelines:
+def pipelines(tmp_path_factory, tracking_server) -> Pipelines:
     repo = make_repo(tmp_path_factory.mktemp("repo") / "adder", TINY)
     server_repo = make_repo(tmp_path_factory.mktemp("server-repo") / "adder", TINY)
 
     def by_hand() -> list[subprocess.CompletedProcess]:
-        mlflow_server.wait_ready()
-        env = cli_env(mlflow_server.uri)
+        tracking_server.wait_ready()
+        env = cli_env(tracking_server.uri)
         steps = []
         commands = ([["adder", "generate", t] for t in TASKS] + [["adder", "train", e] for e in EXPERIMENTS]
                     + [["adder", "evaluate", *EXPERIMENTS]])
@@ -502,13 +511,13 @@ def test_same_params_reproduce_data_and_metrics(repo, pipelines):
 
 
 @pytest.mark.e2e
-def test_tracking_server_records_the_runs(pipelines, mlflow_server):
+def test_tracking_server_records_the_runs(pipelines, tracking_server):
     import mlflow
 
     for step in pipelines.server_steps:
-        assert step.returncode == 0, f"{shown(step)}\n--- server log\n{mlflow_server.log()}"
+        assert step.returncode == 0, f"{shown(step)}\n--- server log\n{tracking_server.log()}"
     other = pipelines.server_repo
-    client = mlflow.MlflowClient(tracking_uri=mlflow_server.uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_server.uri)
     runs = runs_by_name(client, "adder")
     assert Counter({name: len(found) for name, found in runs.items()}) == Counter(dict.fromkeys(EXPERIMENTS, 1))
     for name in EXPERIMENTS:
@@ -516,8 +525,8 @@ def test_tracking_server_records_the_runs(pipelines, mlflow_server):
         assert runs[name][0].data.tags["dvc_stage"] == "(outside dvc)"
     assert sorted(runs_by_name(client, "adder-datasets")) == sorted(f"generate-{t}" for t in TASKS)
     # Artifacts went through the server to its destination, and nothing to a local store.
-    assert any((mlflow_server.folder / "art").rglob("model.keras"))
-    assert any((mlflow_server.folder / "art").rglob("samples.json"))
+    assert any((tracking_server.folder / "art").rglob("model.keras"))
+    assert any((tracking_server.folder / "art").rglob("samples.json"))
     assert not (other / "mlflow.db").exists() and not (other / "mlartifacts").exists()
     assert not (other / "mlruns").exists()
 

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -23,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from test_e2e import (  # pytest puts tests/ on sys.path
-    BIN, GIT, PROJECT, TINY, Server, check_training_run, cli_env, free_port, make_repo, read_json, run,
-    runs_by_name, shown,
+    BIN, GIT, PROJECT, TINY, Server, check_training_run, cli_env, free_port, make_repo, mlflow_server, read_json,
+    run, runs_by_name, shown,
 )
 
 # One task and one sequence experiment of test_e2e's TINY: a run, a logged model, a registered version.
@@ -99,33 +98,6 @@ def postgres_database():
 def log_of(folder: Path) -> str:
     log = folder / "server.log"
     return log.read_text()[-3000:] if log.is_file() else "(none)"
-
-
-@contextlib.contextmanager
-def mlflow_server(folder: Path, backend_store_uri: str):
-    """`mlflow server` on a free local port with the given backend store and a local artifacts destination,
-    as docs/scale-out.md starts it (there the destination is s3://). Starts in the background: wait_ready()."""
-    port = free_port()
-    env = cli_env()
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # its job workers would only compete for the CPUs
-    log = (folder / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", backend_store_uri, "--serve-artifacts", "--artifacts-destination", str(folder / "art")],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", process, folder)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # any worker left in its group
-        process.wait(10)
-        log.close()
 
 
 # --------------------------------------------------------------------------------------------------
