@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import digits
-from pipeline.problems import number_widths
+from pipeline.digits import number_widths
 from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS, Limits  # noqa: F401 (Limits lived here first)
 
@@ -94,9 +94,7 @@ def number_chars(values: np.ndarray, width: int) -> np.ndarray:
     magnitude, negative = np.abs(values), values < 0
     if magnitude.max(initial=0) < 2**31:
         magnitude = magnitude.astype(np.int32)  # 32-bit division is several times faster
-    length = np.ones(len(values), dtype=np.int8)  # digits
-    for place in range(1, len(str(int(magnitude.max(initial=0))))):
-        length += magnitude >= 10**place
+    length = number_widths(magnitude)
     if (length + negative).max(initial=0) > width:
         raise AdderError(f"strings longer than the model's {width} characters")
     chars = np.empty((width, len(values)), dtype=np.uint32)  # a row per place, the last first

@@ -6,6 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def number_widths(values: np.ndarray) -> np.ndarray:
+    """Decimal digits of non-negative integers (0 has one)."""
+    widths = np.ones(values.shape, dtype=np.int64)
+    for power in range(1, len(str(int(values.max(initial=0))))):
+        widths += values >= 10**power
+    return widths
+
+
 def digit_columns(texts, steps: int | None = None, terms: int | None = None) -> np.ndarray:
     """'123+45' -> (n, steps, terms) digits, column k holding digit k (from the right) of each term.
     Problems with fewer terms get zero terms, which leave the sum unchanged."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Task
+from pipeline.digits import number_widths
 from pipeline.errors import AdderError
 from pipeline.expressions import bracket_spans
 
@@ -51,14 +52,6 @@ def keras_operands(draws: np.ndarray, digits: int) -> np.ndarray:
     """Draws below keras_draw_bound(digits) -> int64 operands: the random digits cut to the drawn length."""
     length_index, value = np.divmod(draws, np.uint64(10**digits))
     return (value % POWERS_OF_TEN.astype(np.uint64)[length_index.astype(np.intp) + 1]).astype(np.int64)
-
-
-def number_widths(values: np.ndarray) -> np.ndarray:
-    """Decimal digits of non-negative integers (0 has one)."""
-    widths = np.ones(values.shape, dtype=np.int64)
-    for power in range(1, len(str(int(values.max(initial=0))))):
-        widths += values >= 10**power
-    return widths
 
 
 def leading_digits(values: np.ndarray, widths: np.ndarray, slots: int) -> np.ndarray:

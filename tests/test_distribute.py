@@ -16,19 +16,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipeline.config import Experiment, Task, parse_params  # noqa: E402
+from pipeline.config import Experiment, parse_params  # noqa: E402
 from pipeline.errors import AdderError  # noqa: E402
-from pipeline.problems import split_problems  # noqa: E402
 from pipeline.train import train  # noqa: E402
 
+from test_train import SPLITS, TASK, without_clock  # noqa: E402  pytest puts tests/ on sys.path
+
 PROJECT = Path(__file__).resolve().parents[1]
-TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
-SPLITS = split_problems(TASK, 0)
 SEQ2SEQ = Experiment(task="tiny", model="seq2seq", units=(8, 8), epochs=2, samples_per_epoch=20, batch_size=6)
-
-
-def without_clock(history):
-    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
 
 
 @pytest.fixture(scope="module")
