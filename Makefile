@@ -5,7 +5,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast ui bench clean postgres
+.PHONY: setup run test test-fast ui plots bench clean postgres
 
 setup: $(STAMP)
 
@@ -28,6 +28,19 @@ test-fast: $(STAMP)  ## unit tests only
 ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
+# dvc plots renders with vega from a CDN; these local copies let the page render offline.
+VEGA := .vega/node_modules/.package-lock.json
+$(VEGA):
+	npm install --prefix .vega --no-save --no-audit --no-fund --loglevel=error vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0
+
+plots: $(STAMP) $(VEGA)  ## dvc_plots/index.html (and plots.png, with Debian's chromium): every comparison chart
+	dvc plots show --html-template .dvc/plots/page.html -o dvc_plots
+	@if command -v chromium >/dev/null; then \
+	  chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	    --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --allow-file-access-from-files \
+	    --window-size=1400,2400 --virtual-time-budget=10000 --screenshot=dvc_plots/plots.png dvc_plots/index.html \
+	    2>/dev/null && echo "dvc_plots/plots.png"; fi
+
 bench: $(STAMP)  ## speed benchmarks, printed as ratios against baselines
 	python -m benchmarks
 
@@ -38,4 +51,4 @@ postgres:  ## install PostgreSQL from Debian's packages unless it is there
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 clean:  ## remove pipeline outputs, the DVC cache and the MLflow store (keeps .venv)
-	rm -rf data/*/ models metrics plots reports mlflow.db mlartifacts dvc.lock .dvc/cache
+	rm -rf data/*/ models metrics evaluation plots reports dvc_plots mlflow.db mlartifacts dvc.lock .dvc/cache

@@ -25,9 +25,9 @@ app = typer.Typer(help="Teach neural networks arithmetic from character strings.
 @app.command()
 def generate(task: str) -> None:
     """Generate the train / val / test problems of TASK under data/TASK/."""
-    from pipeline import stages
+    from pipeline.stages.generate import generate as run_stage
 
-    summary = stages.generate(task)
+    summary = run_stage(task)
     sizes = ", ".join(f"{s} {v['size']:,}" for s, v in summary["splits"].items())
     typer.echo(f"{task}: {sizes} of {summary['distinct_problems']:,} distinct problems; "
                f"test seen in training: {summary['overlap_test']:.0%}")
@@ -36,18 +36,18 @@ def generate(task: str) -> None:
 @app.command()
 def train(experiment: str) -> None:
     """Train EXPERIMENT into models/EXPERIMENT/, tracked as one MLflow run."""
-    from pipeline import stages
+    from pipeline.stages.train import train as run_stage
 
-    info = stages.train(experiment)
+    info = run_stage(experiment)
     typer.echo(f"{experiment}: trained in {info['train_seconds']:.1f}s, MLflow run {info['run_id']}")
 
 
 @app.command()
 def evaluate(experiments: Annotated[Optional[list[str]], typer.Argument(help="[default: every experiment]")] = None) -> None:
     """Score EXPERIMENTS on their test splits into metrics/EXPERIMENT.json, TensorFlow loaded once."""
-    from pipeline import stages
+    from pipeline.stages.evaluate import evaluate as run_stage
 
-    for name, metrics in stages.evaluate(experiments):
+    for name, metrics in run_stage(experiments):
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("exact_match", "char_accuracy", "rmse") if k in metrics)
         typer.echo(f"{name}: {shown}")
         if registry := metrics["registry"]:
@@ -57,9 +57,9 @@ def evaluate(experiments: Annotated[Optional[list[str]], typer.Argument(help="[d
 @app.command()
 def compare() -> None:
     """Write reports/comparison.md comparing every experiment."""
-    from pipeline import stages
+    from pipeline.stages.compare import compare as run_stage
 
-    typer.echo(f"wrote {stages.compare()}")
+    typer.echo(f"wrote {run_stage()}")
 
 
 @app.command()

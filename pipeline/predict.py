@@ -39,8 +39,6 @@ def best_sequence_experiment(root: Path) -> str:
 
 
 def load_predictor(root: Path, model: str | None) -> Predictor:
-    from pipeline.stages import load_trained
-
     if model is None:
         model = best_sequence_experiment(root)
     if model.startswith(("models:/", "runs:/")):
@@ -49,6 +47,17 @@ def load_predictor(root: Path, model: str | None) -> Predictor:
     if not folder.is_dir():
         raise AdderError(f"no model {model!r}: not an experiment with a trained model, a model folder or an MLflow URI")
     return Predictor(*load_trained(folder), str(folder))
+
+
+def load_trained(folder: Path) -> tuple:
+    """The Keras model and codec that `adder train` saved in folder."""
+    import keras
+
+    import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
+
+    if not (folder / "model.keras").is_file():
+        raise AdderError(f"no trained model in {folder}; run `dvc repro` (or `adder train`) first")
+    return keras.models.load_model(folder / "model.keras", compile=False), load_codec(folder / "codec.json")
 
 
 def load_from_mlflow(uri: str) -> Predictor:
@@ -63,8 +72,6 @@ def load_from_mlflow(uri: str) -> Predictor:
     except mlflow.exceptions.MlflowException as e:
         raise AdderError(f"cannot load {uri}: {str(e).splitlines()[0]}") from None
     if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec as saved
-        from pipeline.stages import load_trained
-
         return Predictor(*load_trained(local / "artifacts"), uri)
     codec_file = next(local.rglob("codec.json"), None)
     if codec_file is None:

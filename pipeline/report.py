@@ -67,6 +67,20 @@ def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
     return f"\n## Exact match by {TITLES[name]}\n\n{header}{body}"
 
 
+def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The DVC plots' data in long form, one row per experiment and point, so one chart shows every
+    experiment: "curves" (held-out exact match per epoch) and "breakdown/<name>" (exact match per group)."""
+    tables = {"curves": pd.concat([frame.assign(experiment=name)[["experiment", *frame.columns]]
+                                   for name, frame in curves.items()], ignore_index=True)}
+    for name in BREAKDOWNS:
+        frame = breakdown_frame(name, metrics)
+        if not frame.empty:
+            long = frame.rename_axis("experiment").reset_index().melt("experiment", var_name="group",
+                                                                       value_name="exact_match")
+            tables[f"breakdown/{name}"] = long.dropna()  # groups an experiment's task does not have
+    return tables
+
+
 def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
     """Held-out exact match against epoch and against training seconds, one line per experiment."""
     import matplotlib

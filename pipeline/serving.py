@@ -85,3 +85,25 @@ def serve(uri: str, host: str, port: int, tracking_uri: str) -> None:
                "--host", host, "--port", str(port)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{here}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.execve(command[0], command, env)
+
+
+# What the served model imports; pinned so that MLflow need not infer them (slow) and a served copy matches.
+# "tensorflow": whichever distribution provides it here (pipeline.tracking.pinned).
+REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml")
+
+
+def log_serving_model(folder: Path, example: str) -> str:
+    """Logs pipeline.serving's pyfunc with the Keras model, its codec and the pipeline package itself,
+    so it loads in a fresh process; returns the model URI."""
+    from pipeline.tracking import pinned
+
+    info = mlflow.pyfunc.log_model(
+        name="serving",
+        python_model=AdderModel(),
+        artifacts={"model": str(folder / "model.keras"), "codec": str(folder / "codec.json")},
+        code_paths=[str(Path(__file__).parent)],  # the pipeline package
+        signature=SIGNATURE,
+        input_example=[example],
+        pip_requirements=pinned(*REQUIREMENTS),
+    )
+    return info.model_uri

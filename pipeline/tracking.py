@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import subprocess
+import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
 import requests
+import yaml
 
+from pipeline.config import PARAMS_FILE
 from pipeline.errors import AdderError
+
+if TYPE_CHECKING:
+    from pipeline.config import Params, Task
 
 # One MLflow experiment per kind of run, so the main one holds exactly one run per model experiment.
 RUNS = "adder"
@@ -28,9 +39,18 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
+def in_temporary_copy(root: Path) -> bool:
+    """Whether root is the copy under .dvc/tmp/exps/ that `dvc exp run --queue` (or --temp) runs in."""
+    parts = root.resolve().parts
+    return any(parts[i:i + 3] == (".dvc", "tmp", "exps") for i in range(len(parts)))
+
+
 def connect(root: Path, experiment: str = RUNS) -> str:
     """Points MLflow at the project's store and selects `experiment`; raises AdderError if unreachable."""
     uri = tracking_uri(root)
+    if in_temporary_copy(root) and not uri.startswith(("http://", "https://")):
+        raise AdderError(f"this is a DVC experiment in a temporary copy ({root}), thrown away with the store {uri}; "
+                         "start a tracking server and set MLFLOW_TRACKING_URI (README: queued experiments)")
     if uri.startswith(("http://", "https://")):
         try:
             requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
@@ -38,12 +58,41 @@ def connect(root: Path, experiment: str = RUNS) -> str:
             raise AdderError(f"MLflow tracking server {uri} is unreachable ({type(e).__name__}); "
                              "start it or unset MLFLOW_TRACKING_URI") from None
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        # A local store keeps artifacts beside mlflow.db, not in the cwd's ./mlruns.
-        location = None if uri.startswith("http") else (root / "mlartifacts").as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
+    # A local store keeps artifacts beside mlflow.db, not in the cwd's ./mlruns.
+    open_experiment(experiment, None if uri.startswith("http") else (root / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment)
     return uri
+
+
+# Experiment tags the UI reads: without KIND it opens an experiment in its GenAI view (traces, token usage).
+KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+NOTE = "mlflow.note.content"  # an experiment's or a run's description in the UI
+EXPERIMENT_NOTES = {
+    RUNS: "One run per experiment of params.yaml (`<task>-<model>[-variant]`): a task's problems learned by a "
+          "model under one framing, trained, then scored on the task's held-out test split. Runs of one task "
+          "compare models and encodings on the same problems; each run's description says how it differs.",
+    DATASETS: "One run per task of params.yaml: the sizes, sha256 digests and train/test overlap of data/<task>/.",
+    REPORTS: "One run per `adder compare`: reports/comparison.md, every experiment side by side, and its figures.",
+}
+
+
+def open_experiment(name: str, artifact_location: str | None) -> None:
+    """Creates the experiment, tagged as model training and described; tags one made before that as well
+    (its description only if it has none: someone may have written one in the UI)."""
+    tags = {KIND: MODEL_TRAINING, NOTE: EXPERIMENT_NOTES.get(name, "")}
+    found = mlflow.get_experiment_by_name(name)
+    if found is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=artifact_location, tags=tags)
+            return
+        except mlflow.exceptions.MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel stage (a queued sweep) made it
+                raise
+            found = mlflow.get_experiment_by_name(name)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        if found.tags.get(key) != value and (key == KIND or key not in found.tags):
+            client.set_experiment_tag(found.experiment_id, key, value)
 
 
 def git_commit(root: Path) -> str:
@@ -52,20 +101,137 @@ def git_commit(root: Path) -> str:
 
 
 def run_tags(root: Path, **extra: str) -> dict[str, str]:
-    return {"git_commit": git_commit(root), "dvc_stage": os.environ.get("DVC_STAGE", "(outside dvc)"), **extra}
+    """Where a run comes from: git commit, DVC stage and, inside `dvc exp run`, the DVC experiment."""
+    tags = {"git_commit": git_commit(root), "dvc_stage": os.environ.get("DVC_STAGE", "(outside dvc)")}
+    if name := dvc_experiment():
+        tags |= {"dvc_experiment": name, "dvc_baseline": os.environ.get("DVC_EXP_BASELINE_REV", "unknown")}
+    return {**tags, **extra}
+
+
+# --- naming and describing runs, so that the UI tells them apart without opening each
+
+
+def dvc_experiment() -> str | None:
+    """The DVC experiment this stage runs in: `dvc exp run` (queued or not) sets DVC_EXP_NAME, and
+    DVC_EXP_BASELINE_REV to the commit it started from; a plain `dvc repro` sets neither."""
+    return os.environ.get("DVC_EXP_NAME") or None
+
+
+def run_name(name: str, changes: dict | None = None) -> str:
+    """name, or inside a DVC experiment 'name key=value ... (dvc-experiment)': a sweep's runs differ."""
+    if not (experiment := dvc_experiment()):
+        return name
+    return " ".join([name, *settings_text(changes or {}), f"({experiment})"])
+
+
+def settings_text(settings: dict) -> list[str]:
+    """['units=[64]', 'reverse=true', 'schedule=cosine']: as `dvc exp run -S` takes them."""
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+            for key, value in settings.items()]
+
+
+def experiment_changes(root: Path, exp_name: str) -> dict:
+    """Inside a DVC experiment, the seed and the settings of exp_name and of its task that differ from
+    params.yaml at the baseline commit (what `dvc exp run -S` set); {} elsewhere or if git cannot tell."""
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if not dvc_experiment() or not baseline:
+        return {}
+    shown = subprocess.run(["git", "show", f"{baseline}:./{PARAMS_FILE}"], cwd=root, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return {}
+    before = settings_of(yaml.safe_load(shown.stdout) or {}, exp_name)
+    now = settings_of(yaml.safe_load((root / PARAMS_FILE).read_text()) or {}, exp_name)
+    return {key: now.get(key) for key in [*now, *(k for k in before if k not in now)] if before.get(key) != now.get(key)}
+
+
+def settings_of(raw: dict, exp_name: str) -> dict:
+    """The seed, an experiment's settings and its task's (as task.<key>), from raw params.yaml contents."""
+    experiment = (raw.get("experiments") or {}).get(exp_name) or {}
+    task = (raw.get("tasks") or {}).get(experiment.get("task")) or {}
+    return {"seed": raw.get("seed"), **experiment, **{f"task.{key}": value for key, value in task.items()}}
+
+
+MODEL_WORDS = {
+    "naive_lstm": "the tutorial's LSTM regressing the scaled sum",
+    "naive_mlp": "an MLP regressing the scaled sum",
+    "seq2seq": "the tutorial's encoder-decoder LSTM",
+    "attention": "an LSTM encoder-decoder with attention",
+    "transformer": "an encoder-decoder transformer",
+    "digitwise": "an LSTM over aligned digit columns",
+}
+
+
+def task_words(task: Task) -> str:
+    """'2 operands of 1 to 3 digits joined by +', '2 to 3 operands of 1 to 2 digits joined by +, - or *, ...'."""
+    count = f"{task.min_terms} to {task.terms}" if task.min_terms not in (None, task.terms) else f"{task.terms}"
+    if task.digits is None:
+        values = f"in {task.min_value}..{task.max_value}"
+    elif task.digits == 1:
+        values = "of 1 digit"
+    else:
+        values = f"of {'exactly' if task.fixed_width else '1 to'} {task.digits} digits"
+    ops = task.ops if len(task.ops) == 1 else f"{', '.join(task.ops[:-1])} or {task.ops[-1]}"
+    brackets = ", one bracketed span or none" if task.brackets else ""
+    return f"{count} operands {values} joined by {ops}{brackets}"
+
+
+def run_description(exp_name: str, params: Params, changes: dict | None = None) -> str:
+    """A training run's description (markdown): what it learns, with which model, and what it is compared
+    with: the task's other experiments of the same model (the settings where they differ), else of any."""
+    exp, changes = params.experiment(exp_name), changes or {}
+    task = params.tasks[exp.task]
+    lines = [exp.description] if exp.description else []
+    lines.append(f"**{exp_name}** learns `{exp.task}` ({task_words(task)}; {task.train_size:,} training problems) "
+                 f"with `{exp.model}`, {MODEL_WORDS[exp.model]} (units {', '.join(map(str, exp.units))}; "
+                 f"{exp.framing}), over {exp.epochs} epochs.")
+    others = {name: other for name, other in params.experiments.items() if other.task == exp.task and name != exp_name}
+    same_model = {name: other for name, other in others.items() if other.model == exp.model}
+    if same_model:
+        mine = exp.model_dump(exclude={"description"})
+        differ = {key: value for key, value in mine.items()
+                  if any(other.model_dump()[key] != value for other in same_model.values())}
+        settings = ", ".join(settings_text(differ)) or "the same settings"
+        lines.append(f"Compared with {', '.join(same_model)} (same task and model): here {settings}.")
+    elif others:
+        models = sorted({other.model for other in others.values()})
+        lines.append(f"Compares `{exp.model}` with {', '.join(models)} on the same problems ({', '.join(others)}).")
+    else:
+        lines.append(f"The only experiment on `{exp.task}`.")
+    if experiment := dvc_experiment():
+        queued = f"with {', '.join(settings_text(changes))}" if changes else "with params.yaml as committed"
+        lines.append(f"DVC experiment `{experiment}`, run {queued}.")
+    return "\n\n".join(lines)
+
+
+def training_run(root: Path, exp_name: str, params: Params) -> tuple[str, dict[str, str]]:
+    """A training run's name and tags: task, model, description and, inside a DVC experiment, the
+    settings it changed (tag dvc_changes)."""
+    exp = params.experiment(exp_name)
+    changes = experiment_changes(root, exp_name)
+    tags = run_tags(root, task=exp.task, model=exp.model, **{NOTE: run_description(exp_name, params, changes)})
+    if changes:
+        tags["dvc_changes"] = " ".join(settings_text(changes))
+    return run_name(exp_name, changes), tags
 
 
 @contextmanager
 def resume_run(run_id: str):
-    """Reopens the run that training started, so one run holds an experiment's whole story."""
+    """Reopens the run that training started, so one run holds an experiment's whole story. Its status and
+    end time go back to training's afterwards, so that its duration in the UI is the training's."""
+    client = mlflow.MlflowClient()
     try:
-        with mlflow.start_run(run_id=run_id) as run:
-            yield run
+        trained = client.get_run(run_id).info
     except mlflow.exceptions.MlflowException as e:
         if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):
             raise
         raise AdderError(f"MLflow run {run_id} is not in the store {mlflow.get_tracking_uri()}; retrain it: "
                          "dvc repro --force train@<experiment>") from None
+    try:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
+    finally:
+        if trained.end_time:
+            client.set_terminated(run_id, status=trained.status, end_time=trained.end_time)
 
 
 def log_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -73,22 +239,55 @@ def log_epoch(epoch: int, logs: dict[str, float]) -> None:
     mlflow.log_metrics(logs, step=epoch)
 
 
-def log_dataset(frame: pd.DataFrame, source: Path, name: str, context: str) -> None:
-    mlflow.log_input(mlflow.data.from_pandas(frame, source=str(source), name=name), context=context)
+def log_dataset(frame: pd.DataFrame, root: Path, path: Path, context: str):
+    """Logs data/<task>/<split>.csv as the dataset <task>-<split> of the active run, in context (training,
+    validation, test); returns it. Its source is the project-relative path, its digest the file's sha256
+    (the one data/<task>/summary.json records) cut to the 36 characters MLflow keeps."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:36]
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice, then warns that a path fits both
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(frame, source=path.relative_to(root).as_posix(),
+                                          name=f"{path.parent.name}-{path.stem}", digest=digest)
+    mlflow.log_input(dataset, context=context)
+    return dataset
+
+
+def log_test_metrics(metrics: dict[str, float], dataset, model_uris: list[str]) -> None:
+    """Logs test figures to the active run and to each of its logged models, against the test dataset, so
+    the experiment's Models tab and each model's page show them; one timestamp, one point per metric."""
+    timestamp = int(time.time() * 1000)
+    for uri in model_uris:
+        mlflow.log_metrics(metrics, model_id=uri.removeprefix("models:/"), dataset=dataset, timestamp=timestamp)
+
+
+def tensorflow_distribution() -> str:
+    """The installed distribution that provides the module `tensorflow`: tensorflow-cpu, tensorflow (macOS,
+    Linux on ARM, GPUs) or another build. They all install the same module, so its name is looked up."""
+    import importlib.metadata
+
+    providers = sorted(set(importlib.metadata.packages_distributions().get("tensorflow", [])))
+    return re.sub(r"[-_.]+", "-", providers[0]).lower() if providers else "tensorflow"
+
+
+def pinned(*names: str) -> list[str]:
+    """pip requirements pinning each distribution's installed version; "tensorflow" stands for whichever
+    distribution provides the module (tensorflow_distribution)."""
+    import importlib.metadata
+
+    names = tuple(tensorflow_distribution() if name == "tensorflow" else name for name in names)
+    return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
 def log_keras_model(model, codec_file: Path) -> str:
     """Logs the model (tensorflow flavor, loadable back) with its codec; returns the model URI."""
-    import keras
     import mlflow.tensorflow
-    import tensorflow
 
     info = mlflow.tensorflow.log_model(
         model,
         name="model",
         extra_files=[str(codec_file)],
         # Explicit requirements skip MLflow's slow inference of them.
-        pip_requirements=[f"tensorflow-cpu=={tensorflow.__version__}", f"keras=={keras.__version__}"],
+        pip_requirements=pinned("tensorflow", "keras"),
     )
     return info.model_uri
 
@@ -97,30 +296,6 @@ def log_keras_model(model, codec_file: Path) -> str:
 # its best version under the alias "champion".
 
 CHAMPION = "champion"
-# What the served model imports; pinned so that MLflow need not infer them (slow) and a served copy matches.
-REQUIREMENTS = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml")
-
-
-def log_serving_model(folder: Path, example: str) -> str:
-    """Logs pipeline.serving's pyfunc with the Keras model, its codec and the pipeline package itself,
-    so it loads in a fresh process; returns the model URI."""
-    import importlib.metadata
-
-    import pipeline
-    from pipeline.serving import SIGNATURE, AdderModel
-
-    info = mlflow.pyfunc.log_model(
-        name="serving",
-        python_model=AdderModel(),
-        artifacts={"model": str(folder / "model.keras"), "codec": str(folder / "codec.json")},
-        code_paths=[str(Path(pipeline.__file__).parent)],
-        signature=SIGNATURE,
-        input_example=[example],
-        pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS],
-    )
-    return info.model_uri
-
-
 def registered_name(task: str) -> str:
     return f"adder-{task}"
 
@@ -151,6 +326,16 @@ def promotion_on() -> bool:
     return os.environ.get(PROMOTE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+# Registration can be switched off as well: CI on a pull request then records what each candidate would
+# do without adding versions, of which every push would otherwise register one per sequence experiment.
+REGISTER = "ADDER_REGISTER"
+
+
+def registration_on() -> bool:
+    """$ADDER_REGISTER: unset or anything but 0/false/no/off lets evaluate register new model versions."""
+    return os.environ.get(REGISTER, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: float, test_sha256: str) -> dict:
     """Registers model_uri as a new version of adder-<task>; moves the champion alias to it only if it
     beats the champion's test exact match on the same test set, and promotion is on. Logs the decision
@@ -158,24 +343,27 @@ def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: floa
     client = mlflow.MlflowClient()
     name = registered_name(task)
     champion = champion_of(client, name)
+    # Scoring the same run again (evaluate reruns for every experiment) reuses its version.
+    registered = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if not registered and not registration_on():
+        return crown(client, name, None, champion, exact_match, test_sha256, promote=False)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         try:
             client.create_registered_model(name)
         except mlflow.exceptions.MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel evaluate (a queued sweep) made it
                 raise
-    # Scoring the same run again (evaluate reruns for every experiment) reuses its version.
-    registered = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     # The client, unlike mlflow.register_model, prints nothing: the stage's stderr holds errors only.
     version = registered[0] if registered else client.create_model_version(
         name, source=model_uri, run_id=run_id, model_id=model_uri.removeprefix("models:/"))
     return crown(client, name, str(version.version), champion, exact_match, test_sha256, promotion_on())
 
 
-def crown(client, name: str, version: str, champion: dict | None, exact_match: float, test_sha256: str,
+def crown(client, name: str, version: str | None, champion: dict | None, exact_match: float, test_sha256: str,
           promote: bool) -> dict:
-    """The champion decision for one version: "promoted", "kept" (it does not win), or "held" (it wins
-    but promotion is off). Logs the decision and both figures to the active run."""
+    """The champion decision for one version: "promoted", "kept" (it does not win), "held" (it wins
+    but promotion is off), or "not registered" (no version: registration is off), whose reason still
+    says whether it would win. Logs the decision and both figures to the active run."""
     if champion is None or champion["exact_match"] is None:
         wins, reason = True, "no champion yet"
     elif champion["test_sha256"] != test_sha256:
@@ -183,11 +371,14 @@ def crown(client, name: str, version: str, champion: dict | None, exact_match: f
     else:
         wins = beats(exact_match, champion["exact_match"])
         reason = "higher test exact match" if wins else "not higher than the champion's test exact match"
-    if wins and promote:
+    if version is None:
+        reason += f"; registration is off ({REGISTER}=0)"
+    elif wins and promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     elif wins:
         reason += f"; promotion is off ({PROMOTE}=0)"
-    decision = {"model": name, "version": version, "decision": "kept" if not wins else "promoted" if promote else "held",
+    outcome = "not registered" if version is None else "kept" if not wins else "promoted" if promote else "held"
+    decision = {"model": name, "version": version or "–", "decision": outcome,
                 "reason": reason, "candidate_exact_match": exact_match,
                 "champion_version": champion and champion["version"],
                 "champion_exact_match": champion and champion["exact_match"]}

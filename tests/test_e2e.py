@@ -13,6 +13,7 @@ The failure-mode tests (dead tracking server, invalid params) build their own sm
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
@@ -125,21 +126,22 @@ def read_json(path: Path) -> dict:
 
 
 def csv_without_timing(path: Path) -> list[dict]:
-    import csv
-
     with path.open(newline="") as f:
         return [without_timing(row) for row in csv.DictReader(f)]
 
 
 def make_repo(folder: Path, params: dict) -> Path:
-    """A git + DVC repo holding the project's pipeline/ sources, dvc.yaml and the given params."""
+    """A git + DVC repo holding the project's pipeline/ sources, dvc.yaml, plot templates and the given params."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(PROJECT / "pipeline", folder / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT / ".gitignore", folder / ".gitignore")
     shutil.copy(PROJECT / "dvc.yaml", folder / "dvc.yaml")
     write_params(folder, params)
-    for args in (GIT + ["init", "-q"], [str(BIN / "dvc"), "init", "-q"], GIT + ["add", "-A"],
-                 GIT + ["commit", "-q", "-m", "tiny adder project"]):
+    for args in (GIT + ["init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        result = run(args, folder, timeout=120)
+        assert result.returncode == 0, shown(result)
+    shutil.copytree(PROJECT / ".dvc" / "plots", folder / ".dvc" / "plots")
+    for args in (GIT + ["add", "-A"], GIT + ["commit", "-q", "-m", "tiny adder project"]):
         result = run(args, folder, timeout=120)
         assert result.returncode == 0, shown(result)
     return folder
@@ -361,8 +363,11 @@ def test_repro_writes_every_output(repo, pipelines):
         for file in ("model.keras", "codec.json", "history.csv", "run.json"):
             assert (repo / "models" / name / file).is_file(), file
         assert (repo / "metrics" / f"{name}.json").is_file()
-        curves = (repo / "plots" / "curves" / f"{name}.csv").read_text().splitlines()
-        assert curves[0].startswith("epoch,") and len(curves) - 1 == TINY["experiments"][name]["epochs"]
+        history = read_json(repo / "evaluation" / f"{name}.json")["history"]
+        assert [point["epoch"] for point in history] == list(range(1, TINY["experiments"][name]["epochs"] + 1))
+    with (repo / "plots" / "curves.csv").open() as f:
+        curves = Counter(row["experiment"] for row in csv.DictReader(f))
+    assert curves == {name: exp["epochs"] for name, exp in TINY["experiments"].items()}
     report = (repo / "reports" / "comparison.md").read_text()
     for name in EXPERIMENTS:
         assert f"| {name} |" in report
@@ -382,8 +387,12 @@ def test_repro_metrics_files(repo):
         else:
             assert metrics["rmse"] >= 0 and 0 <= metrics["exact_match"] <= 1, metrics
         assert metrics["train_seconds"] > 0
-        assert metrics["test_size"] == TINY["tasks"][exp["task"]]["test_size"]
-        assert metrics["parameters"] > 0
+        # The metrics file holds the headline figures only; sizes and breakdowns are in evaluation/.
+        assert set(metrics) <= {"exact_match", "char_accuracy", "rmse", "train_seconds"}, metrics
+        evaluation = read_json(repo / "evaluation" / f"{name}.json")
+        assert evaluation["exact_match"] == metrics["exact_match"]
+        assert evaluation["test_size"] == TINY["tasks"][exp["task"]]["test_size"]
+        assert evaluation["parameters"] > 0
 
 
 @pytest.mark.e2e
@@ -500,6 +509,8 @@ def test_same_params_reproduce_data_and_metrics(repo, pipelines):
     for name in EXPERIMENTS:
         assert (without_timing(read_json(other / "metrics" / f"{name}.json"))
                 == without_timing(read_json(repo / "metrics" / f"{name}.json"))), name
+        assert (without_timing(read_json(other / "evaluation" / f"{name}.json"))["breakdown"]
+                == without_timing(read_json(repo / "evaluation" / f"{name}.json"))["breakdown"]), name
         # Every epoch's loss and validation scores, not just the final ones.
         assert (csv_without_timing(other / "models" / name / "history.csv")
                 == csv_without_timing(repo / "models" / name / "history.csv")), name
@@ -584,3 +595,15 @@ def test_invalid_params_value_is_named(tmp_path):
     assert not (project / "data" / "mapping").exists()
     assert not (project / "models").exists()
     assert not (project / "mlflow.db").exists()
+
+
+@pytest.mark.e2e
+def test_temporary_copy_experiment_needs_a_tracking_server(tmp_path):
+    """`dvc exp run --temp` runs where `--queue` does, in a copy under .dvc/tmp/exps/ that is thrown away:
+    with the default sqlite store there, its runs would vanish and run.json name runs that do not exist."""
+    repo = make_repo(tmp_path / "adder", TINY)
+    result = run(["dvc", "exp", "run", "--temp"], repo, cli_env(), 300)
+    assert result.returncode != 0, shown(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and "start a tracking server and set MLFLOW_TRACKING_URI" in errors[0], shown(result)
+    assert "Running stage 'train@" not in result.stdout, shown(result)  # the first stage stopped it

@@ -3,12 +3,18 @@ tasks, each with its own encoding; breakdowns, figures and predict on each famil
 
 from __future__ import annotations
 
-import csv
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from test_e2e import BIN, make_repo, read_json, run, shown  # pytest puts tests/ on sys.path
+from test_e2e import BIN, GIT, PROJECT, make_repo, read_json, run, shown  # pytest puts tests/ on sys.path
+
+# Headless Chromium as root on a machine without network: no sandbox, no background connections.
+CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--allow-file-access-from-files",
+            "--virtual-time-budget=10000"]
 
 TINY_FAMILIES = {
     "seed": 1,
@@ -42,22 +48,68 @@ def families_repo(tmp_path_factory) -> Path:
 def test_families_repro_writes_breakdowns_and_figures(families_repo):
     repo = families_repo
     for name, exp in TINY_FAMILIES["experiments"].items():
-        metrics = read_json(repo / "metrics" / f"{name}.json")
-        assert 0.0 <= metrics["exact_match"] <= 1.0
-        breakdown = metrics["breakdown"]
+        evaluation = read_json(repo / "evaluation" / f"{name}.json")
+        assert 0.0 <= evaluation["exact_match"] <= 1.0
+        breakdown = evaluation["breakdown"]
         assert sum(c["count"] for c in breakdown["terms"].values()) == 60
-        with (repo / "plots" / "breakdown" / name / "operation.csv").open() as f:
-            assert list(csv.DictReader(f))[0].keys() == {"group", "count", "exact_match"}
         codec = read_json(repo / "models" / name / "codec.json")
         assert codec["encoding"] == exp.get("encoding", "onehot") and codec["reverse"] == exp.get("reverse", False)
-    assert set(read_json(repo / "metrics" / "terms-seq2seq.json")["breakdown"]["terms"]) == {"2", "3", "4"}
-    assert set(read_json(repo / "metrics" / "ops-seq2seq-integer_reversed.json")["breakdown"]["operation"]) == {"add", "sub", "mul"}
-    assert "yes" in read_json(repo / "metrics" / "brackets-seq2seq.json")["breakdown"]["brackets"]
+    breakdown = lambda name: read_json(repo / "evaluation" / f"{name}.json")["breakdown"]
+    assert set(breakdown("terms-seq2seq")["terms"]) == {"2", "3", "4"}
+    assert set(breakdown("ops-seq2seq-integer_reversed")["operation"]) == {"add", "sub", "mul"}
+    assert "yes" in breakdown("brackets-seq2seq")["brackets"]
     figures = {p.name for p in (repo / "reports" / "figures").glob("*.png")}
     assert {"accuracy_vs_epoch.png", "breakdown_terms.png", "breakdown_operation.png"} <= figures
     table = (repo / "reports" / "comparison.md").read_text()
     assert "| ops-seq2seq-integer_reversed | ops | seq2seq | integer, reversed |" in table
     assert "## Exact match by operation" in table
+
+
+def plot_specs(repo: Path, *command: str) -> dict[str, dict]:
+    """{chart title: its filled vega-lite spec} from `dvc plots show|diff ... --json`."""
+    result = run([str(BIN / "dvc"), "plots", *command, "--json"], repo)
+    assert result.returncode == 0, shown(result)
+    return {name: chart[0]["content"] for name, chart in json.loads(result.stdout)["data"].items()}
+
+
+@pytest.mark.e2e
+def test_dvc_plots_are_a_handful_of_comparison_charts(families_repo):
+    specs = plot_specs(families_repo, "show")
+    breakdowns = {f"plots/breakdown/{name}.csv" for name in ("terms", "digits", "operation", "brackets", "carries",
+                                                             "answer_length")}
+    # Two learning-curve charts and one chart per breakdown, each with every experiment on it.
+    assert set(specs) == {"Held-out exact match by epoch", "Held-out exact match by training seconds"} | breakdowns
+    curves = specs["Held-out exact match by epoch"]
+    assert {row["experiment"] for row in curves["data"]["values"]} == set(TINY_FAMILIES["experiments"])
+    operation = specs["plots/breakdown/operation.csv"]
+    assert operation["encoding"]["x"] == {**operation["encoding"]["x"], "field": "group", "type": "nominal"}
+    assert {(row["experiment"], row["group"]) for row in operation["data"]["values"]} >= {
+        ("ops-seq2seq-integer_reversed", "mul"), ("brackets-seq2seq", "mixed")}
+
+
+@pytest.mark.e2e
+def test_dvc_plots_diff_puts_two_revisions_on_one_chart(families_repo):
+    """plots/ is committed with dvc.lock, so a past revision's charts are there to compare with."""
+    for args in (GIT + ["add", "-A"], GIT + ["commit", "-qm", "pipeline outputs"]):
+        result = run(args, families_repo)
+        assert result.returncode == 0, shown(result)
+    specs = plot_specs(families_repo, "diff", "HEAD")  # HEAD against the workspace
+    for title in ("Held-out exact match by epoch", "plots/breakdown/terms.csv"):
+        assert {row["rev"] for row in specs[title]["data"]["values"]} == {"HEAD", "workspace"}, title
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("npm")), reason="needs Debian's chromium and npm")
+def test_dvc_plots_render_offline_in_chromium(families_repo):
+    """`make plots`' page, with local vega files, rendered by headless Chromium: every chart draws."""
+    vega = run(["make", "-C", str(PROJECT), ".vega/node_modules/.package-lock.json"], PROJECT)
+    assert vega.returncode == 0, shown(vega)
+    (families_repo / ".vega").symlink_to(PROJECT / ".vega")
+    page = run([str(BIN / "dvc"), "plots", "show", "--html-template", ".dvc/plots/page.html", "-o", "dvc_plots"],
+               families_repo)
+    assert page.returncode == 0, shown(page)
+    dom = run(["chromium", *CHROMIUM, "--dump-dom", str(families_repo / "dvc_plots" / "index.html")], families_repo)
+    assert dom.stdout.count('class="marks"') == 8, shown(dom)  # vega-embed's canvas, one per chart
 
 
 @pytest.mark.e2e

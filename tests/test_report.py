@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import load_params
-from pipeline.report import comparison_table, encoding_of, write_figures
+from pipeline.report import comparison_table, encoding_of, plot_tables, write_figures
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 
@@ -45,3 +45,20 @@ def test_figures(tmp_path):
     assert [p.name for p in written] == ["accuracy_vs_epoch.png", "breakdown_operation.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_plot_tables_put_every_experiment_on_one_chart():
+    curves = {name: pd.DataFrame({"epoch": [1, 2], "val_exact_match": [0.1, 0.5]}) for name in ROWS}
+    tables = plot_tables({**ROWS, "brackets-transformer": metrics(0.3, {"operation": {"add": OPS["operation"]["add"],
+                                                                                     "mixed": OPS["operation"]["add"]}})},
+                         curves)
+    assert set(tables) == {"curves", "breakdown/operation"}  # one group of terms: no chart
+    assert list(tables["curves"].columns) == ["experiment", "epoch", "val_exact_match"]
+    assert len(tables["curves"]) == 2 * len(ROWS)
+    operation = tables["breakdown/operation"]
+    # Groups in their natural order; a group an experiment lacks is left out, not shown as 0.
+    assert operation.to_dict("records") == [
+        {"experiment": "ops-transformer", "group": "add", "exact_match": 1.0},
+        {"experiment": "brackets-transformer", "group": "add", "exact_match": 1.0},
+        {"experiment": "brackets-transformer", "group": "mixed", "exact_match": 1.0},
+        {"experiment": "ops-transformer", "group": "mul", "exact_match": 0.25}]

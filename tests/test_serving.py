@@ -238,7 +238,7 @@ def server(project):
 def expected_answers(project: Path, expressions: list[str]) -> dict[str, str]:
     """What the trained model answers, computed here from models/<experiment>/ without MLflow."""
     from pipeline.evaluate import predict_answers
-    from pipeline.stages import load_trained
+    from pipeline.predict import load_trained
 
     model, codec = load_trained(project / "models" / EXPERIMENT)
     return dict(zip(expressions, predict_answers(model, codec, [codec.check(e) for e in expressions])))

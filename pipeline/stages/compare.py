@@ -1,0 +1,47 @@
+"""The compare stage: reports/comparison.md, its figures and the DVC plots, from every experiment's evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from pipeline import tracking
+from pipeline.config import load_params, project_root
+from pipeline.errors import AdderError
+from pipeline.report import comparison_table, plot_tables, write_figures
+
+
+def compare() -> Path:
+    """reports/comparison.md and reports/figures/ (logged to MLflow), and plots/ for `dvc plots`."""
+    root, params = project_root(), load_params()
+    results = {}
+    for name in params.experiments:
+        path = root / "evaluation" / f"{name}.json"
+        if not path.is_file():
+            raise AdderError(f"missing {path.relative_to(root)}; evaluate experiment {name!r} first")
+        results[name] = json.loads(path.read_text())
+    out = root / "reports" / "comparison.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(comparison_table(params, results))
+    curves = {name: pd.DataFrame(result["history"]) for name, result in results.items()}
+    figures = write_figures(results, curves, root / "reports" / "figures")
+    write_plot_tables(plot_tables(results, curves), root / "plots")
+    tracking.connect(root, tracking.REPORTS)
+    with mlflow.start_run(run_name="compare", tags=tracking.run_tags(root)):
+        mlflow.log_artifact(str(out))
+        for figure in figures:
+            mlflow.log_artifact(str(figure), "figures")
+    return out
+
+
+def write_plot_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
+    """Each table as folder/<name>.csv, after removing the CSVs of a previous run (a breakdown may be gone)."""
+    for stale in folder.rglob("*.csv"):
+        stale.unlink()
+    for name, table in tables.items():
+        path = folder / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)

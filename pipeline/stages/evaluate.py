@@ -1,0 +1,81 @@
+"""The evaluate stage: every experiment scored on its test split, in one process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipeline import problems, tracking
+from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
+from pipeline.config import Params, load_params, project_root
+from pipeline.predict import load_trained
+from pipeline.stages.files import write_json
+
+SAMPLE_ROWS = 50
+# What `dvc exp show` and `dvc metrics diff` list: one column per figure a comparison turns on.
+HEADLINE = ("exact_match", "char_accuracy", "rmse", "train_seconds")
+
+
+def headline(metrics: dict) -> dict:
+    """The headline figures of metrics, per-length exact match included."""
+    return {k: v for k, v in metrics.items() if k in HEADLINE or k.startswith("exact_match_")}
+
+
+def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """Scores each named experiment (default: every one in params.yaml) in one process, so TensorFlow
+    loads once; yields (name, metrics) as each is done."""
+    params = load_params()
+    names = exp_names or list(params.experiments)
+    for name in names:
+        params.experiment(name)  # an unknown name fails before any work
+    tracking.connect(project_root())  # so does an unreachable tracking server
+    for name in names:
+        yield name, evaluate_one(name, params)
+
+
+def evaluate_one(exp_name: str, params: Params) -> dict:
+    """metrics/<experiment>.json (the headline figures) and evaluation/<experiment>.json (those plus
+    sizes, timings, breakdowns and the learning curve); adds test metrics and samples to the training run."""
+    from pipeline.evaluate import length_generalisation, predict_answers, score
+
+    root = project_root()
+    exp = params.experiment(exp_name)
+    folder = root / "models" / exp_name
+    model, codec = load_trained(folder)
+    run = json.loads((folder / "run.json").read_text())
+    test = problems.read_csv(root / "data" / exp.task / "test.csv")
+    summary = json.loads((root / "data" / exp.task / "summary.json").read_text())
+    predicted = predict_answers(model, codec, test.text)
+    metrics = {
+        **score(predicted, test.answer, codec),
+        "train_seconds": run["train_seconds"],
+        "parameters": run["parameters"],
+        "test_size": len(test),
+        "overlap_test": summary["overlap_test"],
+        **run["seconds_to"],
+    }
+    lengths = length_generalisation(model, codec, exp.eval_lengths, codec.limits.terms, params.seed)
+    metrics.update({f"exact_match_{n}_digits": value for n, value in lengths.items()})
+    split = breakdowns(test.text, test.answer, predicted)
+    write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
+    history = pd.read_csv(folder / "history.csv")
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    write_json({**metrics, "breakdown": split, "history": history.to_dict("records")},
+               root / "evaluation" / f"{exp_name}.json")
+    registry = {}
+    with tracking.resume_run(run["run_id"]):
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")
+                            and not k.startswith("seconds_to")})
+        mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(), "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
+                          "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
+        mlflow.log_metrics(breakdown_metrics(split))
+        mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")
+        if "serving_uri" in run:  # registered as a version of adder-<task>; champion only if it scores higher
+            mlflow.set_tag("test_sha256", summary["splits"]["test"]["sha256"])
+            registry = tracking.register_and_crown(exp.task, run["serving_uri"], run["run_id"], metrics["exact_match"],
+                                                   summary["splits"]["test"]["sha256"])
+    return {**metrics, "breakdown": split, "registry": registry}

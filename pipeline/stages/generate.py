@@ -1,0 +1,35 @@
+"""The generate stage: data/<task>/{train,val,test}.csv and summary.json."""
+
+from __future__ import annotations
+
+import mlflow
+
+from pipeline import problems, tracking
+from pipeline.config import load_params, project_root
+from pipeline.stages.files import write_json
+
+
+def generate(task_name: str) -> dict:
+    """data/<task>/{train,val,test}.csv and summary.json; logs sizes and digests to MLflow."""
+    root, params = project_root(), load_params()
+    task = params.task(task_name)
+    tracking.connect(root, tracking.DATASETS)
+    splits = problems.split_problems(task, params.seed)
+    folder = root / "data" / task_name
+    summary = {
+        "distinct_problems": task.space_size,
+        "disjoint": task.disjoint,
+        "overlap_val": problems.overlap(splits["train"], splits["val"]),
+        "overlap_test": problems.overlap(splits["train"], splits["test"]),
+        "splits": {},
+    }
+    for split in problems.SPLITS:
+        digest = problems.write_csv(splits[split], folder / f"{split}.csv")
+        summary["splits"][split] = {"size": len(splits[split]), "sha256": digest}
+    write_json(summary, folder / "summary.json")
+    with mlflow.start_run(run_name=f"generate-{task_name}", tags=tracking.run_tags(root, task=task_name)):
+        mlflow.log_params({"task": task_name, "seed": params.seed, **task.model_dump()})
+        mlflow.log_metrics({"distinct_problems": task.space_size, "overlap_test": summary["overlap_test"],
+                            **{f"{s}_size": v["size"] for s, v in summary["splits"].items()}})
+        mlflow.log_dict(summary, "summary.json")
+    return summary
