@@ -1,20 +1,38 @@
 # Two commands set everything up: `make run` (the pipeline) and `make test`.
-PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
+# .venv's Python: PYTHON if given, else the first of these that runs Python 3.11 to 3.13; 3.11 first, the
+# version dvc.lock's committed figures were produced with.
+SUPPORTED := 3.11 3.12 3.13
+CANDIDATES := python3.11 python3.12 python3.13 python3
+version = $(if $(1),$(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null))
+PYTHON ?= $(firstword $(foreach p,$(CANDIDATES),$(if $(filter $(SUPPORTED),$(call version,$(p))),$(p))))
+PYTHON_VERSION = $(call version,$(PYTHON))
+found = $(if $(PYTHON),$(PYTHON) is $(or $(PYTHON_VERSION),not a Python that runs),none of $(CANDIDATES) is one)
+no_python = adder needs Python 3.11, 3.12 or 3.13 but $(found); install one, or name it: make setup PYTHON=/path/to/python3.12
+
+# TensorFlow: GPU=1 installs the CUDA build (NVIDIA GPUs on Linux), GPU=0 the CPU one; without GPU= .venv keeps
+# the build it has (CPU when new). Both install the module `tensorflow`, so a switch removes the other first.
+HAS := $(shell cat $(STAMP) 2>/dev/null)
+TF  := $(if $(GPU),$(if $(filter 0,$(GPU)),cpu,gpu),$(if $(filter gpu,$(HAS)),gpu,cpu))
+
 .PHONY: setup run test test-fast ui plots bench clean postgres
 
 setup: $(STAMP)
 
-# Reinstall only when the dependencies change; constraints.txt pins every version.
-$(STAMP): pyproject.toml constraints.txt
+# Reinstall only when the dependencies or the TensorFlow build change; constraints.txt pins every version.
+$(STAMP): pyproject.toml constraints.txt $(if $(filter $(TF),$(HAS)),,FORCE)
+	$(if $(wildcard $(BIN)/python)$(filter $(SUPPORTED),$(PYTHON_VERSION)),,$(error $(no_python)))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,scale]'
-	@touch $@
+	$(if $(filter-out $(TF),$(or $(HAS),cpu)),$(BIN)/python -m pip uninstall --quiet --yes tensorflow tensorflow-cpu)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,scale,$(TF)]'
+	@echo $(TF) > $@
+
+FORCE:
 
 run: $(STAMP)  ## the whole pipeline on params.yaml
 	dvc repro

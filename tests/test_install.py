@@ -1,0 +1,203 @@
+"""Install paths: one TensorFlow distribution per platform and flavour, every requirement pinned, pip
+requirements of logged models derived from what is installed, and make's choice of Python."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from pipeline import tracking
+
+PROJECT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+TENSORFLOWS = {"tensorflow", "tensorflow-cpu"}  # distributions that install the module `tensorflow`
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --------------------------------------------------------------------------------------------------
+# pyproject.toml and constraints.txt
+
+PLATFORMS = {  # the marker environment of each platform that pip would evaluate
+    "Linux x86-64": {"sys_platform": "linux", "platform_machine": "x86_64"},
+    "Linux ARM": {"sys_platform": "linux", "platform_machine": "aarch64"},
+    "macOS ARM": {"sys_platform": "darwin", "platform_machine": "arm64"},
+    "Windows": {"sys_platform": "win32", "platform_machine": "AMD64"},
+}
+
+
+def tensorflows(extra: str | None, platform: str) -> set[str]:
+    """The TensorFlow distributions pip would install for the core dependencies plus extra, on platform."""
+    requirements = PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"].get(extra, [])
+    chosen = set()
+    for line in requirements:
+        requirement = Requirement(line)
+        if canonical(requirement.name) in TENSORFLOWS and (
+                requirement.marker is None or requirement.marker.evaluate({**PLATFORMS[platform], "extra": extra or ""})):
+            chosen.add(canonical(requirement.name))
+    return chosen
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_each_flavour_installs_exactly_one_tensorflow(platform):
+    # Both distributions install the module `tensorflow`: two of them would overwrite each other's files.
+    assert tensorflows(None, platform) == set()  # the flavour is an extra: make setup names cpu or gpu
+    assert len(tensorflows("cpu", platform)) == 1
+    assert tensorflows("gpu", platform) == {"tensorflow"}
+    if platform == "Linux x86-64":  # the CPU-only build where it exists, far smaller than the standard one
+        assert tensorflows("cpu", platform) == {"tensorflow-cpu"}
+    else:  # tensorflow-cpu has no wheels for macOS or Linux on ARM
+        assert tensorflows("cpu", platform) == {"tensorflow"}
+
+
+def test_gpu_flavour_installs_cuda_on_linux():
+    gpu = [Requirement(line) for line in PYPROJECT["project"]["optional-dependencies"]["gpu"]]
+    assert any(r.extras == {"and-cuda"} and r.marker.evaluate({**PLATFORMS["Linux x86-64"], "extra": "gpu"}) for r in gpu)
+
+
+def test_constraints_pin_every_requirement():
+    pins = {}
+    for line in (PROJECT / "constraints.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        assert version, f"constraints.txt: {line!r} pins no exact version"
+        pins[canonical(name)] = version
+    project = PYPROJECT["project"]
+    for line in project["dependencies"] + sum(project["optional-dependencies"].values(), []):
+        requirement = Requirement(line)
+        pin = pins.get(canonical(requirement.name))
+        assert pin is not None, f"constraints.txt does not pin {requirement.name}"
+        assert requirement.specifier.contains(pin), f"constraints.txt pins {requirement.name}=={pin}, outside {line!r}"
+
+
+def test_the_installed_tensorflow_is_one_distribution():
+    # A GPU install over a CPU one (or the reverse) that kept both would show here.
+    providers = {canonical(name) for name in importlib.metadata.packages_distributions().get("tensorflow", [])}
+    assert len(providers) == 1, f"several distributions install the module tensorflow: {sorted(providers)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# pip requirements of the logged models
+
+
+def fake_distributions(monkeypatch, provider: str | None, versions: dict[str, str]) -> None:
+    """Fakes importlib.metadata's lookups, as another platform or flavour would answer them: `provider`
+    installs the module tensorflow (None: nothing does), and `versions` are the installed versions."""
+    monkeypatch.setattr(importlib.metadata, "packages_distributions",
+                        lambda: {"keras": ["keras"], **({"tensorflow": [provider]} if provider else {})})
+
+    def version(name: str) -> str:
+        if canonical(name) not in versions:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return versions[canonical(name)]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+
+
+@pytest.mark.parametrize("provider", ["tensorflow", "tensorflow_cpu", "tensorflow-macos"])
+def test_requirements_name_the_tensorflow_distribution_installed(monkeypatch, provider):
+    fake_distributions(monkeypatch, provider, {canonical(provider): "2.21.0", "keras": "3.15.1"})
+    assert tracking.pinned("tensorflow", "keras") == [f"{canonical(provider)}==2.21.0", "keras==3.15.1"]
+
+
+def test_requirements_never_ask_for_a_distribution_that_is_not_installed(monkeypatch):
+    # The standard build (macOS, Linux on ARM, GPUs) without tensorflow-cpu: looking that up by name failed.
+    fake_distributions(monkeypatch, "tensorflow", {"tensorflow": "2.21.0", "keras": "3.15.1", "mlflow": "3.17.2"})
+    from pipeline import serving
+
+    pins = tracking.pinned(*serving.REQUIREMENTS[:3])
+    assert pins == ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1"]
+
+
+def test_requirements_of_this_install():
+    tensorflow = tracking.pinned("tensorflow")[0]
+    name, version = tensorflow.split("==")
+    assert name in TENSORFLOWS and version == importlib.metadata.version(name)
+
+
+def test_no_module_names_a_tensorflow_distribution():
+    # Which distribution is installed depends on the platform and flavour: code asks tracking.pinned.
+    for path in (PROJECT / "pipeline").rglob("*.py"):
+        named = re.search(r"""["'](tensorflow[-_]cpu)\b""", path.read_text())
+        assert named is None, f"{path.relative_to(PROJECT)} names the distribution {named[1]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# make setup: which Python
+
+
+@pytest.fixture
+def fake_pythons(tmp_path):
+    """A copy of the Makefile's inputs and a PATH holding only fake interpreters (each prints its version)
+    and what make's shell needs; make(*args) runs `make -n` there and returns the result."""
+    project, bin_dir = tmp_path / "project", tmp_path / "bin"
+    project.mkdir()
+    bin_dir.mkdir()
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(PROJECT / name, project / name)
+    for tool in ("cat", "sh"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+
+    def add(name: str, version: str) -> None:
+        (bin_dir / name).write_text(f"#!/bin/sh\necho {version}\n")
+        (bin_dir / name).chmod(0o755)
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "GPU", "MAKEFLAGS")} | {"PATH": str(bin_dir)}
+        return subprocess.run([shutil.which("make"), "-n", "--no-print-directory", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    def stamp(flavour: str) -> None:
+        (project / ".venv").mkdir(exist_ok=True)
+        (project / ".venv" / ".installed").write_text(flavour + "\n")
+
+    make.add, make.stamp = add, stamp
+    return make
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_prefers_python_3_11_then_newer_ones(fake_pythons):
+    fake_pythons.add("python3", "3.10")
+    fake_pythons.add("python3.13", "3.13")
+    assert " python3.13 -m venv" in fake_pythons("setup").stdout
+    fake_pythons.add("python3.12", "3.12")
+    assert " python3.12 -m venv" in fake_pythons("setup").stdout
+    fake_pythons.add("python3.11", "3.11")
+    result = fake_pythons("setup")
+    assert " python3.11 -m venv" in result.stdout
+    assert "-e '.[test,scale,cpu]'" in result.stdout and "uninstall" not in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_without_a_supported_python_says_so_in_one_line(fake_pythons):
+    fake_pythons.add("python3", "3.10")
+    result = fake_pythons("setup")
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert ("adder needs Python 3.11, 3.12 or 3.13 but none of python3.11 python3.12 python3.13 python3 is one; "
+            "install one, or name it: make setup PYTHON=/path/to/python3.12") in result.stderr
+    assert "but python3 is 3.10;" in fake_pythons("setup", "PYTHON=python3").stderr
+    assert "but python3.9 is not a Python that runs;" in fake_pythons("setup", "PYTHON=python3.9").stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_gpu_replaces_the_cpu_build(fake_pythons):
+    fake_pythons.add("python3.11", "3.11")
+    uninstall = "pip uninstall --quiet --yes tensorflow tensorflow-cpu"
+    result = fake_pythons("setup", "GPU=1")
+    # tensorflow-cpu goes before tensorflow[and-cuda] comes: both write the module tensorflow.
+    assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,gpu]'")
+    assert "echo gpu > .venv/.installed" in result.stdout
+    fake_pythons.stamp("gpu")  # a GPU install stays one: no GPU= keeps the build .venv has
+    result = fake_pythons("-B", "setup")
+    assert "'.[test,scale,gpu]'" in result.stdout and uninstall not in result.stdout
+    result = fake_pythons("setup", "GPU=0")
+    assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,cpu]'")
