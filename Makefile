@@ -19,7 +19,7 @@ no_python = adder needs Python 3.11, 3.12 or 3.13 but $(found); install one, or 
 HAS := $(shell cat $(STAMP) 2>/dev/null)
 TF  := $(if $(GPU),$(if $(filter 0,$(GPU)),cpu,gpu),$(if $(filter gpu,$(HAS)),gpu,cpu))
 
-.PHONY: setup run test test-fast ui plots bench clean postgres
+.PHONY: setup run test test-fast ui plots exps bench clean postgres
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ test-fast: $(STAMP)  ## unit tests only
 
 ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+# What differs between experiments: changed params and exact match, without code/data hashes or timings.
+EXPS := dvc exp show --only-changed --drop 'Created|State|Executor|.*char_accuracy|.*train_seconds|pipeline/.*|data.*|models.*|evaluation.*'
+exps: $(STAMP)  ## dvc exp show narrowed to the params and exact matches that differ (fits 120 columns)
+	$(EXPS)
 
 # dvc plots renders with vega from a CDN; these local copies let the page render offline.
 VEGA := .vega/node_modules/.package-lock.json

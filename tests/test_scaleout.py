@@ -278,6 +278,29 @@ def test_queued_sweep_runs_every_experiment(sweep):
         assert 0 <= metrics["exact_match"] <= 1, experiment
 
 
+def exps_command() -> list[str]:
+    """`make exps`' dvc command, read from the Makefile."""
+    import shlex
+
+    line = next(line for line in (PROJECT / "Makefile").read_text().splitlines() if line.startswith("EXPS :="))
+    return shlex.split(line.removeprefix("EXPS :="))
+
+
+@pytest.mark.e2e
+def test_exp_show_is_readable_at_120_columns(sweep):
+    """Headline figures only (not every breakdown group), and `make exps` fits a 120-column terminal."""
+    repo, _, shown_exps = sweep
+    for experiment in experiments_of(shown_exps).values():
+        assert set(experiment["metrics"][f"metrics/{EXPERIMENT}.json"]["data"]) == {
+            "exact_match", "char_accuracy", "train_seconds"}
+    table = run([*exps_command(), "--no-pager"], repo, {**cli_env(), "COLUMNS": "120"})
+    assert table.returncode == 0, shown(table)
+    lines = table.stdout.splitlines()
+    header = next(line for line in lines if "Experiment" in line)
+    assert all(len(line) <= 120 for line in lines) and "…" not in header, table.stdout
+    assert f"experiments.{EXPERIMENT}.batch_size" in header, table.stdout
+
+
 @pytest.mark.e2e
 def test_queued_sweep_logs_one_run_per_experiment_none_clobbered(sweep, local_server):
     import mlflow
@@ -285,15 +308,19 @@ def test_queued_sweep_logs_one_run_per_experiment_none_clobbered(sweep, local_se
     repo, _, shown_exps = sweep
     experiments = experiments_of(shown_exps)
     client = mlflow.MlflowClient(tracking_uri=local_server.uri)
-    runs = runs_by_name(client, "adder")
-    assert list(runs) == [EXPERIMENT]
-    by_batch = {int(r.data.params["batch_size"]): r for r in runs[EXPERIMENT]}
+    runs = client.search_runs([client.get_experiment_by_name("adder").experiment_id])
+    by_batch = {int(r.data.params["batch_size"]): r for r in runs}
     # One run per queued value, each with its own id and the params it was queued with.
-    assert len(runs[EXPERIMENT]) == len(BATCH_SIZES) and sorted(by_batch) == sorted(BATCH_SIZES)
-    assert len({r.info.run_id for r in runs[EXPERIMENT]}) == len(BATCH_SIZES)
+    assert len(runs) == len(BATCH_SIZES) and sorted(by_batch) == sorted(BATCH_SIZES)
+    assert len({r.info.run_id for r in runs}) == len(BATCH_SIZES)
     exp = PARAMS["experiments"][EXPERIMENT]
     for batch_size, run_ in by_batch.items():
         assert run_.info.status == "FINISHED"
+        # Named after its DVC experiment and the value it was queued with, which its tags hold too.
+        name = experiments[batch_size]["name"]
+        assert run_.info.run_name == f"{EXPERIMENT} batch_size={batch_size} ({name})"
+        assert run_.data.tags["dvc_experiment"] == name and run_.data.tags["dvc_changes"] == f"batch_size={batch_size}"
+        assert run_.data.tags["mlflow.note.content"].endswith(f"DVC experiment `{name}`, run with batch_size={batch_size}.")
         assert run_.data.params["epochs"] == str(exp["epochs"]) and run_.data.params["units"] == str(tuple(exp["units"]))
         assert run_.data.tags["dvc_stage"] == f"train@{EXPERIMENT}"
         history = client.get_metric_history(run_.info.run_id, "loss")
@@ -307,10 +334,10 @@ def test_queued_sweep_logs_one_run_per_experiment_none_clobbered(sweep, local_se
         assert sorted(m.name for m in models) == ["model", "serving"], models
     # Every experiment registered its own version of the task's model.
     versions = client.search_model_versions(f"name = 'adder-{TASK}'")
-    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs[EXPERIMENT])
-    assert len(runs_by_name(client, "adder-reports")["compare"]) == len(BATCH_SIZES)
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
+    assert sorted(runs_by_name(client, "adder-reports")) == sorted(f"compare ({e['name']})" for e in experiments.values())
     # Two workers: two experiments trained at the same time.
-    spans = sorted((r.info.start_time, r.info.end_time) for r in runs[EXPERIMENT])
+    spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
     # The workspace itself ran nothing: the queue did.
     assert not (repo / "models").exists()
