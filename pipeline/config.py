@@ -17,6 +17,7 @@ PARAMS_FILE = "params.yaml"
 MODELS = ("naive_lstm", "naive_mlp", "seq2seq", "digitwise", "attention", "transformer")
 NUMBER_MODELS = ("naive_lstm", "naive_mlp")  # operands as numbers: plain sums of a fixed number of terms
 SEQUENCE_MODELS = ("seq2seq", "digitwise", "attention", "transformer")
+FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}  # codecs without options
 MILESTONES = (0.99, 0.999)  # held-out exact match levels whose time to reach is recorded
 
 
@@ -119,6 +120,8 @@ class Experiment(Strict):
     # mirrored: build and train under tf.distribute.MirroredStrategy, one replica per visible GPU (or the
     # CPU alone); the batch is split across replicas, so batch_size stays the global batch.
     distribute: Literal["none", "mirrored"] = "none"
+    # What this experiment tries, in a sentence: the MLflow run's description starts with it.
+    description: str | None = Field(None, min_length=1, max_length=1000)
 
     @model_validator(mode="after")
     def _units_fit_model(self) -> Experiment:
@@ -133,6 +136,17 @@ class Experiment(Strict):
     @property
     def is_sequence(self) -> bool:
         return self.model in SEQUENCE_MODELS
+
+    @property
+    def framing(self) -> str:
+        """How the model sees the text, in a few words: 'onehot', 'integer, reversed, masked', 'digit columns'."""
+        if self.model in NUMBER_MODELS:
+            return "numbers"
+        if self.model in FIXED_ENCODINGS:
+            return FIXED_ENCODINGS[self.model]
+        flags = ["reversed" if self.reverse else "", "per-term padding" if self.padding == "per_term" else "",
+                 "masked" if self.mask else ""]
+        return ", ".join([self.encoding, *filter(None, flags)])
 
 
 class Params(Strict):

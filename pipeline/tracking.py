@@ -193,7 +193,7 @@ def run_description(exp_name: str, params: Params, changes: dict | None = None) 
         settings = ", ".join(settings_text(differ)) or "the same settings"
         lines.append(f"Compared with {', '.join(same_model)} (same task and model): here {settings}.")
     elif others:
-        models = sorted({other.model for other in others.values()})
+        models = sorted({f"`{other.model}`" for other in others.values()})
         lines.append(f"Compares `{exp.model}` with {', '.join(models)} on the same problems ({', '.join(others)}).")
     else:
         lines.append(f"The only experiment on `{exp.task}`.")
@@ -208,7 +208,8 @@ def training_run(root: Path, exp_name: str, params: Params) -> tuple[str, dict[s
     settings it changed (tag dvc_changes)."""
     exp = params.experiment(exp_name)
     changes = experiment_changes(root, exp_name)
-    tags = run_tags(root, task=exp.task, model=exp.model, **{NOTE: run_description(exp_name, params, changes)})
+    tags = run_tags(root, task=exp.task, model=exp.model, framing=exp.framing,
+                    **{NOTE: run_description(exp_name, params, changes)})
     if changes:
         tags["dvc_changes"] = " ".join(settings_text(changes))
     return run_name(exp_name, changes), tags
@@ -244,11 +245,13 @@ def log_dataset(frame: pd.DataFrame, root: Path, path: Path, context: str):
     validation, test); returns it. Its source is the project-relative path, its digest the file's sha256
     (the one data/<task>/summary.json records) cut to the 36 characters MLflow keeps."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:36]
-    with warnings.catch_warnings():  # MLflow registers its local-file source twice, then warns that a path fits both
+    with warnings.catch_warnings():  # the stage's stderr holds errors only
+        # MLflow registers its local-file source twice, then warns that a path fits both.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # answers are never missing
         dataset = mlflow.data.from_pandas(frame, source=path.relative_to(root).as_posix(),
                                           name=f"{path.parent.name}-{path.stem}", digest=digest)
-    mlflow.log_input(dataset, context=context)
+        mlflow.log_input(dataset, context=context)
     return dataset
 
 
@@ -336,10 +339,11 @@ def registration_on() -> bool:
     return os.environ.get(REGISTER, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: float, test_sha256: str) -> dict:
-    """Registers model_uri as a new version of adder-<task>; moves the champion alias to it only if it
-    beats the champion's test exact match on the same test set, and promotion is on. Logs the decision
-    to the active run."""
+def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: float, test_sha256: str,
+                       labels: dict[str, str] | None = None) -> dict:
+    """Registers model_uri as a new version of adder-<task>, tagged with labels (experiment, model, framing)
+    and its test exact match; moves the champion alias to it only if it beats the champion's test exact
+    match on the same test set, and promotion is on. Logs the decision to the active run."""
     client = mlflow.MlflowClient()
     name = registered_name(task)
     champion = champion_of(client, name)
@@ -349,14 +353,41 @@ def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: floa
         return crown(client, name, None, champion, exact_match, test_sha256, promote=False)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         try:
-            client.create_registered_model(name)
+            client.create_registered_model(name, description=MODEL_NOTE.format(task=task))
         except mlflow.exceptions.MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel evaluate (a queued sweep) made it
                 raise
     # The client, unlike mlflow.register_model, prints nothing: the stage's stderr holds errors only.
     version = registered[0] if registered else client.create_model_version(
         name, source=model_uri, run_id=run_id, model_id=model_uri.removeprefix("models:/"))
+    describe_version(client, name, str(version.version), {**(labels or {}), "test_exact_match": f"{exact_match:.6g}"})
+    link_version(client, version)
     return crown(client, name, str(version.version), champion, exact_match, test_sha256, promotion_on())
+
+
+MODEL_NOTE = ("Models that answer `{task}` problems as strings, one version per scored experiment run; each "
+              "version's tags name its experiment, model, framing and test exact match. The alias `champion` is "
+              "the version with the highest test exact match.")
+
+
+def describe_version(client, name: str, version: str, tags: dict[str, str]) -> None:
+    """Tags a version and describes it in a sentence, so the registered model's page tells versions apart."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    about = f"{tags['experiment']}: {tags['model']} ({tags['framing']}); " if "experiment" in tags else ""
+    client.update_model_version(name, version, description=f"{about}test exact match {float(tags['test_exact_match']):.2%}.")
+
+
+VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: the registered versions made from it
+
+
+def link_version(client, version) -> None:
+    """Lists the version on its logged model, as mlflow.register_model does and the client does not: the
+    model's page then shows it registered."""
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
+    versions = json.loads(model.tags.get(VERSIONS_TAG, "[]"))
+    if (entry := {"name": version.name, "version": str(version.version)}) not in versions:
+        client.set_logged_model_tags(model.model_id, {VERSIONS_TAG: json.dumps([*versions, entry])})
 
 
 def crown(client, name: str, version: str | None, champion: dict | None, exact_match: float, test_sha256: str,

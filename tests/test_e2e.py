@@ -192,6 +192,9 @@ def check_training_run(client, run, name: str, repo: Path) -> None:
     assert params["experiment"] == name
     assert params["task.train_size"] == str(TINY["tasks"][exp["task"]]["train_size"])
     assert run.data.tags["task"] == exp["task"] and run.data.tags["model"] == exp["model"]
+    # Described for the UI: what it learns, with which model.
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**{name}** learns `{exp['task']}` (") and f"with `{exp['model']}`" in note, note
     # One point per epoch, at steps 1..epochs.
     for metric in ("loss", "val_exact_match"):
         history = client.get_metric_history(run.info.run_id, metric)
@@ -203,16 +206,29 @@ def check_training_run(client, run, name: str, repo: Path) -> None:
         assert run.data.metrics["test_char_accuracy"] == pytest.approx(metrics["char_accuracy"])
     if "rmse" in metrics:
         assert run.data.metrics["test_rmse"] == pytest.approx(metrics["rmse"])
-    inputs = run.inputs.dataset_inputs
-    assert len(inputs) == 1, inputs
-    assert inputs[0].dataset.name == f"{exp['task']}-train"
-    assert inputs[0].dataset.digest
-    assert {t.key: t.value for t in inputs[0].tags}.get("mlflow.data.context") == "training"
+    # Its duration is training's: it ends after the last epoch, before evaluate logs the test metrics.
+    tested = client.get_metric_history(run.info.run_id, "test_exact_match")
+    last_epoch = max(m.timestamp for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert last_epoch <= run.info.end_time < min(m.timestamp for m in tested), (run.info, tested)
+    # The three splits as datasets: the project-relative CSV as source, summary.json's sha256 as digest.
+    summary = read_json(repo / "data" / exp["task"] / "summary.json")
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == sorted(f"{exp['task']}-{split}" for split in SPLITS), inputs
+    for split, context in zip(SPLITS, ("training", "validation", "test")):
+        logged = inputs[f"{exp['task']}-{split}"]
+        assert {t.key: t.value for t in logged.tags}.get("mlflow.data.context") == context
+        assert logged.dataset.digest == summary["splits"][split]["sha256"][:36]
+        assert json.loads(logged.dataset.source) == {"uri": f"data/{exp['task']}/{split}.csv"}
     assert "samples.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    # The model is logged as an MLflow LoggedModel linked to this run.
-    model_uri = read_json(repo / "models" / name / "run.json")["model_uri"]
-    assert model_uri.startswith("models:/")
-    assert client.get_logged_model(model_uri.removeprefix("models:/")).source_run_id == run.info.run_id
+    # The models are LoggedModels of this run, holding its test metrics against the test split.
+    run_info = read_json(repo / "models" / name / "run.json")
+    test_set = (f"{exp['task']}-test", summary["splits"]["test"]["sha256"][:36])
+    for model_uri in filter(None, (run_info["model_uri"], run_info.get("serving_uri"))):
+        assert model_uri.startswith("models:/")
+        model = client.get_logged_model(model_uri.removeprefix("models:/"))
+        assert model.source_run_id == run.info.run_id
+        scores = {m.key: m for m in model.metrics if (m.dataset_name, m.dataset_digest) == test_set}
+        assert scores["test_exact_match"].value == pytest.approx(metrics["exact_match"]), model.metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,7 +312,11 @@ def pipelines(tmp_path_factory, tracking_server) -> Pipelines:
     server_repo = make_repo(tmp_path_factory.mktemp("server-repo") / "adder", TINY)
 
     def by_hand() -> list[subprocess.CompletedProcess]:
+        import mlflow
+
         tracking_server.wait_ready()
+        # An experiment made before the project tagged its experiments: the stages tag it too.
+        mlflow.MlflowClient(tracking_uri=tracking_server.uri).create_experiment("adder")
         env = cli_env(tracking_server.uri)
         steps = []
         commands = ([["adder", "generate", t] for t in TASKS] + [["adder", "train", e] for e in EXPERIMENTS]
@@ -409,6 +429,9 @@ def test_repro_tracks_one_mlflow_run_per_experiment(repo, store):
     assert sorted(datasets) == sorted(f"generate-{t}" for t in TASKS)
     reports = runs_by_name(store, "adder-reports")
     assert list(reports) == ["compare"] and len(reports["compare"]) == 1
+    # The UI opens every experiment as model training, not in its GenAI view.
+    for experiment in ("adder", "adder-datasets", "adder-reports"):
+        assert store.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     assert "comparison.md" in [a.path for a in store.list_artifacts(reports["compare"][0].info.run_id)]
 
 
@@ -535,6 +558,20 @@ def test_tracking_server_records_the_runs(pipelines, tracking_server):
         check_training_run(client, runs[name][0], name, other)
         assert runs[name][0].data.tags["dvc_stage"] == "(outside dvc)"
     assert sorted(runs_by_name(client, "adder-datasets")) == sorted(f"generate-{t}" for t in TASKS)
+    # Both experiments open as model training, the one made before the stages ran included.
+    for experiment in ("adder", "adder-datasets"):
+        found = client.get_experiment_by_name(experiment)
+        assert found.tags["mlflow.experimentKind"] == "custom_model_development", found.tags
+        assert found.tags["mlflow.note.content"].startswith("One run per "), found.tags
+    # The registered version says which experiment it comes from, in tags and a sentence.
+    seq2seq = runs[SEQ2SEQ][0]
+    version = client.get_model_version(f"adder-{TINY['experiments'][SEQ2SEQ]['task']}", "1")
+    assert version.run_id == seq2seq.info.run_id
+    assert version.tags == {"experiment": SEQ2SEQ, "model": "seq2seq", "framing": "onehot",
+                            "test_exact_match": f"{seq2seq.data.metrics['test_exact_match']:.6g}"}, version.tags
+    assert version.description.startswith(f"{SEQ2SEQ}: seq2seq (onehot); test exact match "), version.description
+    serving = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert json.loads(serving.tags["mlflow.modelVersions"]) == [{"name": version.name, "version": "1"}]
     # Artifacts went through the server to its destination, and nothing to a local store.
     assert any((tracking_server.folder / "art").rglob("model.keras"))
     assert any((tracking_server.folder / "art").rglob("samples.json"))

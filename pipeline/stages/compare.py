@@ -30,7 +30,7 @@ def compare() -> Path:
     figures = write_figures(results, curves, root / "reports" / "figures")
     write_plot_tables(plot_tables(results, curves), root / "plots")
     tracking.connect(root, tracking.REPORTS)
-    with mlflow.start_run(run_name="compare", tags=tracking.run_tags(root)):
+    with mlflow.start_run(run_name=tracking.run_name("compare"), tags=tracking.run_tags(root)):
         mlflow.log_artifact(str(out))
         for figure in figures:
             mlflow.log_artifact(str(figure), "figures")

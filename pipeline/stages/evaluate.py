@@ -68,14 +68,19 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
                root / "evaluation" / f"{exp_name}.json")
     registry = {}
     with tracking.resume_run(run["run_id"]):
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")
-                            and not k.startswith("seconds_to")})
+        # Logged against the test split and the run's models, which the UI then shows them with.
+        tested = tracking.log_dataset(pd.DataFrame({"problem": test.text, "answer": test.answer}), root,
+                                      root / "data" / exp.task / "test.csv", "test")
+        models = [run["model_uri"], *([run["serving_uri"]] if "serving_uri" in run else [])]
+        tracking.log_test_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")
+                                   and not k.startswith("seconds_to")}, tested, models)
         mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(), "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
-        mlflow.log_metrics(breakdown_metrics(split))
+        tracking.log_test_metrics(breakdown_metrics(split), tested, models)
         mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")
         if "serving_uri" in run:  # registered as a version of adder-<task>; champion only if it scores higher
             mlflow.set_tag("test_sha256", summary["splits"]["test"]["sha256"])
             registry = tracking.register_and_crown(exp.task, run["serving_uri"], run["run_id"], metrics["exact_match"],
-                                                   summary["splits"]["test"]["sha256"])
+                                                   summary["splits"]["test"]["sha256"],
+                                                   {"experiment": exp_name, "model": exp.model, "framing": exp.framing})
     return {**metrics, "breakdown": split, "registry": registry}

@@ -27,7 +27,10 @@ def generate(task_name: str) -> dict:
         digest = problems.write_csv(splits[split], folder / f"{split}.csv")
         summary["splits"][split] = {"size": len(splits[split]), "sha256": digest}
     write_json(summary, folder / "summary.json")
-    with mlflow.start_run(run_name=f"generate-{task_name}", tags=tracking.run_tags(root, task=task_name)):
+    splits = "disjoint train, val and test splits" if task.disjoint else "train, val and test splits drawn with replacement"
+    note = f"Problems of `{task_name}`: {tracking.task_words(task)}, in {splits}."
+    tags = tracking.run_tags(root, task=task_name, **{tracking.NOTE: note})
+    with mlflow.start_run(run_name=tracking.run_name(f"generate-{task_name}"), tags=tags):
         mlflow.log_params({"task": task_name, "seed": params.seed, **task.model_dump()})
         mlflow.log_metrics({"distinct_problems": task.space_size, "overlap_test": summary["overlap_test"],
                             **{f"{s}_size": v["size"] for s, v in summary["splits"].items()}})

@@ -37,12 +37,13 @@ def train(exp_name: str) -> dict:
 
     out = root / "models" / exp_name
     out.mkdir(parents=True, exist_ok=True)
-    tags = tracking.run_tags(root, task=exp.task, model=exp.model)
-    with mlflow.start_run(run_name=exp_name, tags=tags) as run:
-        mlflow.log_params({"experiment": exp_name, "seed": params.seed, **exp.model_dump(),
+    run_name, tags = tracking.training_run(root, exp_name, params)  # named after its DVC experiment in a sweep
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        mlflow.log_params({"experiment": exp_name, "seed": params.seed, **exp.model_dump(exclude={"description"}),
                            **{f"task.{k}": v for k, v in task.model_dump().items()}})
-        frame = pd.DataFrame({"problem": train_split.text, "answer": train_split.answer})
-        tracking.log_dataset(frame, data / "train.csv", f"{exp.task}-train", "training")
+        for rows, split, context in ((train_split, "train", "training"), (val_split, "val", "validation")):
+            frame = pd.DataFrame({"problem": rows.text, "answer": rows.answer})
+            tracking.log_dataset(frame, root, data / f"{split}.csv", context)
         trained = fit(exp, task, train_split, val_split, params.seed, on_epoch=progress(exp_name, exp.epochs))
         trained.model.save(out / "model.keras")
         save_codec(trained.codec, out / "codec.json")
