@@ -112,10 +112,10 @@ def test_requirements_name_the_tensorflow_distribution_installed(monkeypatch, pr
 def test_requirements_never_ask_for_a_distribution_that_is_not_installed(monkeypatch):
     # The standard build (macOS, Linux on ARM, GPUs) without tensorflow-cpu: looking that up by name failed.
     fake_distributions(monkeypatch, "tensorflow", {"tensorflow": "2.21.0", "keras": "3.15.1", "mlflow": "3.17.2"})
-    from pipeline import serving
-
-    pins = tracking.pinned(*serving.REQUIREMENTS[:3])
-    assert pins == ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1"]
+    assert tracking.pinned("mlflow", "tensorflow", "keras") == ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1"]
+    fake_distributions(monkeypatch, None, {"keras": "3.15.1"})  # no TensorFlow at all: its own name, not found
+    with pytest.raises(importlib.metadata.PackageNotFoundError, match="tensorflow"):
+        tracking.pinned("tensorflow")
 
 
 def test_requirements_of_this_install():
