@@ -382,11 +382,12 @@ VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: the registered versi
 
 
 def link_version(client, version) -> None:
-    """Lists the version on its logged model, as mlflow.register_model does and the client does not: the
-    model's page then shows it registered."""
+    """Lists the version on its logged model, so the model's page shows it registered: a tracking server
+    does that when it creates a version, the client on a local store does not."""
     model = client.get_logged_model(version.source.removeprefix("models:/"))
     versions = json.loads(model.tags.get(VERSIONS_TAG, "[]"))
-    if (entry := {"name": version.name, "version": str(version.version)}) not in versions:
+    if not any((v["name"], str(v["version"])) == (version.name, str(version.version)) for v in versions):
+        entry = {"name": version.name, "version": version.version}  # as mlflow.register_model writes it
         client.set_logged_model_tags(model.model_id, {VERSIONS_TAG: json.dumps([*versions, entry])})
 
 

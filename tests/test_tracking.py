@@ -164,5 +164,5 @@ def test_registered_versions_say_which_experiment_they_come_from(registry):
     assert version.description == "add3-seq2seq-onehot: seq2seq (onehot); test exact match 45.67%."
     assert "`add3` problems" in registry.get_registered_model("adder-add3").description
     # The logged model lists the version, so its page shows it registered.
-    listed = registry.get_logged_model(model.model_id).tags["mlflow.modelVersions"]
-    assert json.loads(listed) == [{"name": "adder-add3", "version": decision["version"]}]
+    listed = json.loads(registry.get_logged_model(model.model_id).tags["mlflow.modelVersions"])
+    assert [(v["name"], str(v["version"])) for v in listed] == [("adder-add3", decision["version"])]
