@@ -394,8 +394,18 @@ CODECS = {"chars": CharCodec, "numbers": NumberCodec, "columns": ColumnCodec, "t
 
 
 def save_codec(codec: Codec, path: Path) -> None:
-    kind = next(k for k, cls in CODECS.items() if type(codec) is cls)
-    path.write_text(json.dumps({"kind": kind, **asdict(codec)}, indent=2) + "\n")
+    path.write_text(json.dumps(codec_spec(codec), indent=2) + "\n")
+
+
+def codec_spec(codec: Codec) -> dict:
+    """The codec as plain JSON values: what codec.json holds."""
+    return {"kind": next(k for k, cls in CODECS.items() if type(codec) is cls), **asdict(codec)}
+
+
+def codec_of(spec: dict) -> Codec:
+    spec = dict(spec)
+    cls = CODECS[spec.pop("kind")]
+    return cls(**{**spec, "limits": Limits(**spec["limits"])})
 
 
 def load_codec(path: Path) -> Codec:
@@ -403,5 +413,4 @@ def load_codec(path: Path) -> Codec:
         spec = json.loads(path.read_text())
     except FileNotFoundError:
         raise AdderError(f"no codec at {path}; is this a trained model folder?") from None
-    cls = CODECS[spec.pop("kind")]
-    return cls(**{**spec, "limits": Limits(**spec["limits"])})
+    return codec_of(spec)

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.backend import BACKENDS, DEFAULT as DEFAULT_BACKEND
 from pipeline.errors import AdderError
 from pipeline.expressions import OPERATIONS, count_forms, largest_magnitude
 
@@ -151,6 +152,8 @@ class Experiment(Strict):
 
 class Params(Strict):
     seed: int = Field(ge=0, lt=2**32)
+    # The Keras backend every model trains and is scored on (pipeline/backend.py).
+    backend: Literal[tuple(BACKENDS)] = DEFAULT_BACKEND
     tasks: dict[str, Task] = Field(min_length=1)
     experiments: dict[str, Experiment] = Field(min_length=1)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import mean_squared_error
 
 from pipeline.codec import Codec, NumberCodec
 from pipeline.digits import long_problems
@@ -33,6 +32,8 @@ def char_accuracy(predicted: np.ndarray, answers: np.ndarray, width: int) -> flo
 
 def rmse(predicted: np.ndarray, answers: np.ndarray) -> float:
     """Root mean squared error in original units (the tutorial's score)."""
+    from sklearn.metrics import mean_squared_error  # seconds of start-up that only the naive models need
+
     return float(np.sqrt(mean_squared_error(np.asarray(answers, dtype=float), predicted.astype(float))))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.codec import Codec, NumberCodec, load_codec
+from pipeline.codec import Codec, NumberCodec, codec_of, load_codec
 from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers
 
@@ -39,6 +39,10 @@ def best_sequence_experiment(root: Path) -> str:
 
 
 def load_predictor(root: Path, model: str | None) -> Predictor:
+    from pipeline import backend
+    from pipeline.config import PARAMS_FILE, load_params
+
+    backend.use(load_params(root / PARAMS_FILE).backend)  # any model loads on either backend
     if model is None:
         model = best_sequence_experiment(root)
     if model.startswith(("models:/", "runs:/")):
@@ -73,9 +77,11 @@ def load_from_mlflow(uri: str) -> Predictor:
         raise AdderError(f"cannot load {uri}: {str(e).splitlines()[0]}") from None
     if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec as saved
         return Predictor(*load_trained(local / "artifacts"), uri)
-    codec_file = next(local.rglob("codec.json"), None)
-    if codec_file is None:
-        raise AdderError(f"{uri} is not an adder model (no codec.json among its files)")
+    codec = mlflow.models.Model.load(str(local)).metadata or {}
+    if "codec" not in codec:
+        raise AdderError(f"{uri} is not an adder model (no codec in its metadata)")
+    import mlflow.keras
+
     import pipeline.models  # noqa: F401  registers the custom layers before loading
 
-    return Predictor(mlflow.tensorflow.load_model(str(local)), load_codec(codec_file), uri)
+    return Predictor(mlflow.keras.load_model(str(local)), codec_of(codec["codec"]), uri)

@@ -3,6 +3,7 @@ so `mlflow models serve` (or any MLflow tool) can use a sequence model without k
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -26,7 +27,12 @@ class AdderModel(mlflow.pyfunc.PythonModel):
     """Expressions in (a string column, a list or a Series), answers out as strings. A malformed
     expression raises INVALID_PARAMETER_VALUE, which MLflow's scoring server answers with a 400."""
 
+    def __init__(self, backend: str = "tensorflow"):
+        self.backend = backend  # the Keras backend it was trained on, used unless KERAS_BACKEND says otherwise
+
     def load_context(self, context) -> None:
+        # Models logged before the backend was recorded were trained on TensorFlow.
+        os.environ.setdefault("KERAS_BACKEND", getattr(self, "backend", "tensorflow"))
         import keras
 
         import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
@@ -77,7 +83,6 @@ def checked_expressions(codec: Codec, expressions: list) -> list[str]:
 def serve(uri: str, host: str, port: int, tracking_uri: str) -> None:
     """Replaces this process with `mlflow models serve`, so a signal to `adder serve` reaches the server.
     --env-manager local: this environment already holds every requirement, and nothing is downloaded."""
-    import os
     import sys
 
     here = Path(sys.executable).parent  # the venv's mlflow, and the uvicorn it starts by name
@@ -87,23 +92,24 @@ def serve(uri: str, host: str, port: int, tracking_uri: str) -> None:
     os.execve(command[0], command, env)
 
 
-# What the served model imports; pinned so that MLflow need not infer them (slow) and a served copy matches.
-# "tensorflow": whichever distribution provides it here (pipeline.tracking.pinned).
-REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml")
+# What the served model imports besides its Keras backend; pinned so that MLflow need not infer them (slow)
+# and a served copy matches.
+REQUIREMENTS = ("mlflow", "keras", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml")
 
 
-def log_serving_model(folder: Path, example: str) -> str:
+def log_serving_model(folder: Path, example: str, backend: str) -> str:
     """Logs pipeline.serving's pyfunc with the Keras model, its codec and the pipeline package itself,
     so it loads in a fresh process; returns the model URI."""
+    from pipeline.backend import REQUIREMENTS as BACKEND_REQUIREMENTS
     from pipeline.tracking import pinned
 
     info = mlflow.pyfunc.log_model(
         name="serving",
-        python_model=AdderModel(),
+        python_model=AdderModel(backend),
         artifacts={"model": str(folder / "model.keras"), "codec": str(folder / "codec.json")},
         code_paths=[str(Path(__file__).parent)],  # the pipeline package
         signature=SIGNATURE,
         input_example=[example],
-        pip_requirements=pinned(*REQUIREMENTS),
+        pip_requirements=pinned(*REQUIREMENTS, *BACKEND_REQUIREMENTS[backend]),
     )
     return info.model_uri

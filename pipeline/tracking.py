@@ -281,16 +281,20 @@ def pinned(*names: str) -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
-def log_keras_model(model, codec_file: Path) -> str:
-    """Logs the model (tensorflow flavor, loadable back) with its codec; returns the model URI."""
-    import mlflow.tensorflow
+def log_keras_model(model, codec_spec: dict) -> str:
+    """Logs the model in MLflow's keras flavor, which loads on any Keras backend, with its codec in the
+    model's metadata; returns the model URI."""
+    import keras
+    import mlflow.keras
 
-    info = mlflow.tensorflow.log_model(
+    from pipeline.backend import REQUIREMENTS
+
+    info = mlflow.keras.log_model(
         model,
         name="model",
-        extra_files=[str(codec_file)],
+        metadata={"codec": codec_spec, "keras_backend": keras.backend.backend()},
         # Explicit requirements skip MLflow's slow inference of them.
-        pip_requirements=pinned("tensorflow", "keras"),
+        pip_requirements=pinned(*REQUIREMENTS[keras.backend.backend()], "keras"),
     )
     return info.model_uri
 

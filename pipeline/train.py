@@ -1,15 +1,16 @@
-"""Fitting one experiment: the tutorial's loop of fresh examples every epoch, as one tf.data stream."""
+"""Fitting one experiment: the tutorial's loop of fresh examples every epoch, on either Keras backend."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline.codec import Codec, Limits
 from pipeline.config import MILESTONES, Experiment, Task
@@ -21,7 +22,10 @@ from pipeline.problems import Problems
 
 def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if keras.backend.backend() == "tensorflow":  # JAX on the CPU is deterministic as it is
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def epoch_indices(n: int, exp: Experiment, rng: np.random.Generator) -> np.ndarray:
@@ -31,14 +35,24 @@ def epoch_indices(n: int, exp: Experiment, rng: np.random.Generator) -> np.ndarr
     return np.stack([rng.permutation(n) for _ in range(exp.epochs)])
 
 
-def training_stream(x, y: np.ndarray, indices: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    """Batches that never straddle two epochs, gathered from arrays held once in memory
-    (x may be a tuple of arrays, for models with several inputs)."""
-    x, y = tf.nest.map_structure(tf.constant, x), tf.constant(y)
-    epochs = tf.data.Dataset.from_tensor_slices(indices)
-    batches = epochs.flat_map(lambda row: tf.data.Dataset.from_tensor_slices(row).batch(batch_size))
-    gather = lambda i: (tf.nest.map_structure(lambda a: tf.gather(a, i), x), tf.gather(y, i))
-    return batches.map(gather).prefetch(tf.data.AUTOTUNE)
+class EpochBatches(keras.utils.PyDataset):
+    """Every epoch's batches in one stream (fit takes them steps_per_epoch at a time), gathered from arrays
+    held once in memory; batches never straddle two epochs (x may be a tuple of arrays, for models with
+    several inputs)."""
+
+    def __init__(self, x, y: np.ndarray, indices: np.ndarray, batch_size: int):
+        super().__init__()
+        self.x, self.y, self.indices, self.batch_size = x, y, indices, batch_size
+        self.steps = math.ceil(indices.shape[1] / batch_size)  # per epoch
+
+    def __len__(self) -> int:
+        return self.steps * len(self.indices)
+
+    def __getitem__(self, i: int):
+        epoch, step = divmod(i, self.steps)
+        rows = self.indices[epoch, step * self.batch_size:(step + 1) * self.batch_size]
+        x = tuple(a[rows] for a in self.x) if isinstance(self.x, (tuple, list)) else self.x[rows]
+        return x, self.y[rows]
 
 
 def steps_per_execution(steps: int, cap: int = 64) -> int:
@@ -46,17 +60,27 @@ def steps_per_execution(steps: int, cap: int = 64) -> int:
     return max(d for d in range(1, min(steps, cap) + 1) if steps % d == 0)
 
 
-def strategy_for(exp: Experiment, rows_per_epoch: int) -> tf.distribute.Strategy:
-    """Mirrored over every replica (all visible GPUs, or the CPU alone), or TensorFlow's default placement.
-    Several replicas need every batch to split evenly between them (Keras fails on uneven parts)."""
+@contextmanager
+def replicas(exp: Experiment, rows_per_epoch: int) -> Iterator[int]:
+    """The scope a model is built and trained in, yielding its number of replicas: for `distribute:
+    mirrored`, TensorFlow's MirroredStrategy or Keras's DataParallel over every device (all visible GPUs,
+    or the CPU alone); else one. Several replicas need every batch to split evenly between them."""
     if exp.distribute == "none":
-        return tf.distribute.get_strategy()
-    strategy = tf.distribute.MirroredStrategy()
-    n = strategy.num_replicas_in_sync
+        yield 1
+        return
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        n = strategy.num_replicas_in_sync
+    else:
+        devices = keras.distribution.list_devices()
+        strategy, n = keras.distribution.DataParallel(devices=devices), len(devices)
     if exp.batch_size % n or rows_per_epoch % n:
         raise AdderError(f"distribute: mirrored splits every batch over {n} replicas: batch_size ({exp.batch_size}) "
                          f"and the rows per epoch ({rows_per_epoch}) must be multiples of {n}")
-    return strategy
+    with strategy.scope():
+        yield n
 
 
 class WholeBatch:
@@ -76,9 +100,9 @@ EpochHook = Callable[[int, dict[str, float]], None]
 class EpochReport(keras.callbacks.Callback):
     """Scores the held-out split after every epoch, adds it to the epoch's logs and hands them on."""
 
-    def __init__(self, codec: Codec, val: Problems, exp: Experiment, on_epoch: EpochHook | None):
+    def __init__(self, codec: Codec, val: Problems, exp: Experiment, on_epoch: EpochHook | None, replicas: int = 1):
         super().__init__()
-        self.codec, self.val, self.exp, self.on_epoch = codec, val, exp, on_epoch
+        self.codec, self.val, self.exp, self.on_epoch, self.replicas = codec, val, exp, on_epoch, replicas
         self.seconds_to: dict[float, float] = {}
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -86,7 +110,7 @@ class EpochReport(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
-        model = self.model if self.model.distribute_strategy.num_replicas_in_sync == 1 else WholeBatch(self.model)
+        model = self.model if self.replicas == 1 else WholeBatch(self.model)
         for name, value in score(predict_answers(model, self.codec, self.val.text), self.val.answer, self.codec).items():
             logs[f"val_{name}"] = value
         logs["seconds"] = time.perf_counter() - self.started
@@ -107,6 +131,7 @@ class Trained:
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
     seconds_to: dict[str, float] = field(default_factory=dict)  # e.g. {"seconds_to_99": 12.3}
+    replicas: int = 1  # devices each batch was split over (distribute: mirrored)
 
 
 def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problems, seed: int,
@@ -114,17 +139,15 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
     seed_everything(seed)
     codec = make_codec(exp, Limits.of(task))
     indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed))
-    steps = math.ceil(indices.shape[1] / exp.batch_size)
-    strategy = strategy_for(exp, indices.shape[1])
-    with strategy.scope():  # Keras trains under the strategy its model was built in
+    stream = EpochBatches(*codec.training_pair(train_split.text, train_split.answer), indices, exp.batch_size)
+    steps = stream.steps
+    with replicas(exp, indices.shape[1]) as n:
         # Keras cannot run several steps per call on several replicas.
-        per_call = steps_per_execution(steps) if strategy.num_replicas_in_sync == 1 else 1
-        model = build_model(exp, codec, steps * exp.epochs, per_call)
-    stream = training_stream(*codec.training_pair(train_split.text, train_split.answer), indices, exp.batch_size)
-    report = EpochReport(codec, val_split, exp, on_epoch)
-    started = time.perf_counter()
-    fit = model.fit(stream, epochs=exp.epochs, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[report])
+        model = build_model(exp, codec, steps * exp.epochs, steps_per_execution(steps) if n == 1 else 1)
+        report = EpochReport(codec, val_split, exp, on_epoch, n)
+        started = time.perf_counter()
+        fit = model.fit(stream, epochs=exp.epochs, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[report])
     seconds = time.perf_counter() - started
     history = [{k: float(v[i]) for k, v in fit.history.items()} for i in range(len(fit.history["loss"]))]
     milestones = {f"seconds_to_{level * 100:g}".replace(".", "_"): s for level, s in report.seconds_to.items()}
-    return Trained(model, codec, history, seconds, milestones)
+    return Trained(model, codec, history, seconds, milestones, n)

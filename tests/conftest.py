@@ -7,6 +7,11 @@ import os
 import mlflow
 import pytest
 
+from pipeline.backend import DEFAULT
+
+# Tests that import Keras run on the pipeline's default backend unless KERAS_BACKEND names the other.
+os.environ.setdefault("KERAS_BACKEND", DEFAULT)
+
 
 @pytest.fixture
 def registry(tmp_path):

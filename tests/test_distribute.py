@@ -1,5 +1,6 @@
-"""distribute: mirrored trains under tf.distribute.MirroredStrategy: on one CPU exactly like the default, and
-on two replicas (two logical CPUs standing in for two GPUs, in a fresh process) with the batch split evenly."""
+"""distribute: mirrored trains under TensorFlow's MirroredStrategy or Keras's DataParallel (JAX): on one CPU
+exactly like the default, and on two replicas (two CPU devices standing in for two GPUs, in a fresh process)
+with the batch split evenly."""
 
 import os
 
@@ -14,7 +15,6 @@ from pathlib import Path  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from pipeline.config import Experiment, parse_params  # noqa: E402
 from pipeline.errors import AdderError  # noqa: E402
@@ -34,9 +34,7 @@ def default_run(two_replicas):
 
 def test_mirrored_on_one_cpu_trains_like_the_default(default_run, tmp_path):
     mirrored = train(SEQ2SEQ.model_copy(update={"distribute": "mirrored"}), TASK, SPLITS["train"], SPLITS["val"], seed=3)
-    strategy = mirrored.model.distribute_strategy
-    assert isinstance(strategy, tf.distribute.MirroredStrategy) and strategy.num_replicas_in_sync == 1
-    assert not isinstance(default_run.model.distribute_strategy, tf.distribute.MirroredStrategy)
+    assert mirrored.replicas == 1 == default_run.replicas
     assert without_clock(mirrored.history) == without_clock(default_run.history)
     # Saved like any model, and loads back without the strategy (as evaluate and serving load it).
     mirrored.model.save(tmp_path / "model.keras")
@@ -54,14 +52,16 @@ def test_distribute_is_validated_naming_the_key():
     assert Experiment(task="t", model="seq2seq", epochs=1, batch_size=1).distribute == "none"
 
 
-# Logical devices must be set before TensorFlow starts, so this runs in its own process. MirroredStrategy()
-# takes every GPU, or the CPU alone; here it is pointed at the two logical CPUs.
+# Devices must be set before the backend starts, so this runs in its own process. MirroredStrategy() takes
+# every GPU, or the CPU alone; here it is pointed at two logical CPUs. JAX gets two CPU devices from XLA_FLAGS.
 TWO_REPLICAS = textwrap.dedent("""
     import functools, json, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    tf.distribute.MirroredStrategy = functools.partial(tf.distribute.MirroredStrategy, devices=["/cpu:0", "/cpu:1"])
+    import keras
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.distribute.MirroredStrategy = functools.partial(tf.distribute.MirroredStrategy, devices=["/cpu:0", "/cpu:1"])
     from pipeline.config import Experiment, Task
     from pipeline.errors import AdderError
     from pipeline.problems import split_problems
@@ -75,7 +75,7 @@ TWO_REPLICAS = textwrap.dedent("""
         uneven = None
     except AdderError as e:
         uneven = str(e)
-    print(json.dumps({"replicas": trained.model.distribute_strategy.num_replicas_in_sync,
+    print(json.dumps({"replicas": trained.replicas,
                       "history": trained.history, "uneven": uneven}))
 """)
 
@@ -84,8 +84,9 @@ TWO_REPLICAS = textwrap.dedent("""
 def two_replicas():
     """The two-replica run, started at once in its own process; yields a function that waits for its result."""
     exp = SEQ2SEQ.model_copy(update={"distribute": "mirrored"})
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     process = subprocess.Popen([sys.executable, "-c", TWO_REPLICAS, TASK.model_dump_json(), exp.model_dump_json()],
-                               cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def result() -> dict:
         out, err = process.communicate(timeout=300)

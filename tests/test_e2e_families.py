@@ -18,6 +18,7 @@ CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--
 
 TINY_FAMILIES = {
     "seed": 1,
+    "backend": "jax",
     "tasks": {
         "terms": {"terms": 4, "min_terms": 2, "digits": 2, "train_size": 200, "val_size": 30, "test_size": 60},
         "ops": {"terms": 2, "digits": 2, "ops": "+-*", "train_size": 200, "val_size": 30, "test_size": 60},

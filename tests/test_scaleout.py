@@ -28,7 +28,7 @@ from test_e2e import (  # pytest puts tests/ on sys.path
 
 # One task and one sequence experiment of test_e2e's TINY: a run, a logged model, a registered version.
 TASK, EXPERIMENT = "seed", "seed-seq2seq"
-PARAMS = {"seed": TINY["seed"], "tasks": {TASK: TINY["tasks"][TASK]},
+PARAMS = {"seed": TINY["seed"], "backend": TINY["backend"], "tasks": {TASK: TINY["tasks"][TASK]},
           "experiments": {EXPERIMENT: TINY["experiments"][EXPERIMENT]}}
 # The sweep: one queued experiment per value, run two at a time.
 BATCH_SIZES = (5, 20)  # each experiment costs ~40 s of CPU, mostly importing TensorFlow and MLflow

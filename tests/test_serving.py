@@ -147,6 +147,7 @@ def test_serving_a_task_without_a_champion_is_a_one_line_error(registry, tmp_pat
 TASK, EXPERIMENT = "add2", "add2-seq2seq"
 TINY = {
     "seed": 1,
+    "backend": "jax",
     "tasks": {TASK: {"terms": 2, "digits": 2, "train_size": 200, "val_size": 20, "test_size": 50}},
     "experiments": {EXPERIMENT: {"task": TASK, "model": "seq2seq", "units": [16, 8], "epochs": 2,
                                  "samples_per_epoch": 100, "batch_size": 20}},

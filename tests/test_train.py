@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.problems import split_problems  # noqa: E402
-from pipeline.train import epoch_indices, steps_per_execution, train, training_stream  # noqa: E402
+from pipeline.train import EpochBatches, epoch_indices, steps_per_execution, train  # noqa: E402
 
 TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
 SPLITS = split_problems(TASK, 0)
@@ -82,11 +82,13 @@ def test_epoch_indices_full_pass_without_samples_per_epoch():
     assert len({tuple(row) for row in indices}) == 3  # reshuffled every epoch
 
 
-def test_training_stream_batches_never_straddle_epochs():
+def test_epoch_batches_never_straddle_epochs():
     x = np.arange(10, dtype=np.float32).reshape(10, 1)
     y = np.arange(10, dtype=np.float32) * 2
     indices = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
-    batches = [(bx.numpy(), by.numpy()) for bx, by in training_stream(x, y, indices, batch_size=2)]
+    stream = EpochBatches(x, y, indices, batch_size=2)
+    batches = [stream[i] for i in range(len(stream))]
+    assert stream.steps == 3
     assert [bx.ravel().tolist() for bx, _ in batches] == [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]
     for bx, by in batches:
         np.testing.assert_array_equal(by, bx.ravel() * 2)

@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pipeline import problems, tracking
+from pipeline import backend, problems, tracking
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.config import Params, load_params, project_root
 from pipeline.predict import load_trained
@@ -26,13 +26,14 @@ def headline(metrics: dict) -> dict:
 
 
 def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
-    """Scores each named experiment (default: every one in params.yaml) in one process, so TensorFlow
-    loads once; yields (name, metrics) as each is done."""
+    """Scores each named experiment (default: every one in params.yaml) in one process, so Keras and
+    MLflow load once; yields (name, metrics) as each is done."""
     params = load_params()
     names = exp_names or list(params.experiments)
     for name in names:
         params.experiment(name)  # an unknown name fails before any work
     tracking.connect(project_root())  # so does an unreachable tracking server
+    backend.use(params.backend)  # and a backend that is not installed
     for name in names:
         yield name, evaluate_one(name, params)
 
