@@ -364,7 +364,10 @@ def register_and_crown(task: str, model_uri: str, run_id: str, exact_match: floa
     # The client, unlike mlflow.register_model, prints nothing: the stage's stderr holds errors only.
     version = registered[0] if registered else client.create_model_version(
         name, source=model_uri, run_id=run_id, model_id=model_uri.removeprefix("models:/"))
-    describe_version(client, name, str(version.version), {**(labels or {}), "test_exact_match": f"{exact_match:.6g}"})
+    run = client.get_run(run_id)  # a sweep's versions differ by the DVC experiment that trained them
+    sweep = {key: value for key, value in run.data.tags.items() if key in ("dvc_experiment", "dvc_changes")}
+    describe_version(client, name, str(version.version), run.info.run_name,
+                     {**(labels or {}), **sweep, "test_exact_match": f"{exact_match:.6g}"})
     link_version(client, version)
     return crown(client, name, str(version.version), champion, exact_match, test_sha256, promotion_on())
 
@@ -374,12 +377,14 @@ MODEL_NOTE = ("Models that answer `{task}` problems as strings, one version per 
               "the version with the highest test exact match.")
 
 
-def describe_version(client, name: str, version: str, tags: dict[str, str]) -> None:
-    """Tags a version and describes it in a sentence, so the registered model's page tells versions apart."""
+def describe_version(client, name: str, version: str, run_name: str, tags: dict[str, str]) -> None:
+    """Tags a version and describes it in a sentence starting with its run's name (the experiment's, or in
+    a sweep also the DVC experiment's), so the registered model's page tells versions apart."""
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    about = f"{tags['experiment']}: {tags['model']} ({tags['framing']}); " if "experiment" in tags else ""
-    client.update_model_version(name, version, description=f"{about}test exact match {float(tags['test_exact_match']):.2%}.")
+    model = f" {tags['model']} ({tags['framing']});" if "model" in tags else ""
+    client.update_model_version(name, version, description=f"{run_name}:{model} test exact match "
+                                                           f"{float(tags['test_exact_match']):.2%}.")
 
 
 VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: the registered versions made from it

@@ -335,6 +335,8 @@ def test_queued_sweep_logs_one_run_per_experiment_none_clobbered(sweep, local_se
     # Every experiment registered its own version of the task's model.
     versions = client.search_model_versions(f"name = 'adder-{TASK}'")
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
+    # and says which DVC experiment trained it, so the registered model's page tells them apart.
+    assert sorted(v.tags["dvc_experiment"] for v in versions) == sorted(e["name"] for e in experiments.values())
     assert sorted(runs_by_name(client, "adder-reports")) == sorted(f"compare ({e['name']})" for e in experiments.values())
     # Two workers: two experiments trained at the same time.
     spans = sorted((r.info.start_time, r.info.end_time) for r in runs)

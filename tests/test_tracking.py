@@ -154,7 +154,7 @@ def test_splits_and_test_metrics_are_logged_against_the_models(registry, tmp_pat
 
 def test_registered_versions_say_which_experiment_they_come_from(registry):
     labels = {"experiment": "add3-seq2seq-onehot", "model": "seq2seq", "framing": "onehot"}
-    with mlflow.start_run() as run:
+    with mlflow.start_run(run_name="add3-seq2seq-onehot") as run:
         mlflow.log_metric("test_exact_match", 0.4567)
         model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
         decision = tracking.register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id, 0.4567, "tests",
@@ -166,3 +166,15 @@ def test_registered_versions_say_which_experiment_they_come_from(registry):
     # The logged model lists the version, so its page shows it registered.
     listed = json.loads(registry.get_logged_model(model.model_id).tags["mlflow.modelVersions"])
     assert [(v["name"], str(v["version"])) for v in listed] == [("adder-add3", decision["version"])]
+
+
+def test_registered_versions_of_a_sweep_name_their_dvc_experiment(registry):
+    labels = {"experiment": "add3-digitwise", "model": "digitwise", "framing": "digit columns"}
+    sweep = {"dvc_experiment": "regal-aune", "dvc_changes": "units=[64]"}
+    with mlflow.start_run(run_name="add3-digitwise units=[64] (regal-aune)", tags=sweep) as run:
+        model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
+        decision = tracking.register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id, 0.9, "tests",
+                                               labels)
+    version = registry.get_model_version("adder-add3", decision["version"])
+    assert version.tags == {**labels, **sweep, "test_exact_match": "0.9"}
+    assert version.description == "add3-digitwise units=[64] (regal-aune): digitwise (digit columns); test exact match 90.00%."
