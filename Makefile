@@ -44,6 +44,7 @@ test-fast: $(STAMP)  ## unit tests only
 	pytest -m "not e2e"
 
 ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
+	@echo "runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 # What differs between experiments: changed params and exact match, without code/data hashes or timings.

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.breakdown import BREAKDOWNS, group_order
-from pipeline.config import NUMBER_MODELS, Experiment, Params
+from pipeline.config import Params
 
 COLUMNS = ("experiment", "task", "model", "encoding", "exact match", "char accuracy", "RMSE", "train s", "parameters",
            "test problems", "test seen in training")
-FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}  # codecs without options
 TITLES = {"terms": "number of terms", "digits": "digits of the longest operand", "operation": "operation",
           "brackets": "brackets", "carries": "carries (sums) or borrows (one subtraction)",
           "answer_length": "answer length (characters)"}
@@ -22,23 +21,12 @@ def cell(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def encoding_of(exp: Experiment) -> str:
-    """How the experiment's model sees the text, in a few words: 'onehot', 'integer, reversed, masked'."""
-    if exp.model in NUMBER_MODELS:
-        return "numbers"
-    if exp.model in FIXED_ENCODINGS:
-        return FIXED_ENCODINGS[exp.model]
-    flags = ["reversed" if exp.reverse else "", "per-term padding" if exp.padding == "per_term" else "",
-             "masked" if exp.mask else ""]
-    return ", ".join([exp.encoding, *filter(None, flags)])
-
-
 def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name, m in metrics.items():
         exp = params.experiments[name]
         lines.append("| " + " | ".join([
-            name, exp.task, exp.model, encoding_of(exp),
+            name, exp.task, exp.model, exp.framing,
             cell(m.get("exact_match"), ".2%"), cell(m.get("char_accuracy"), ".2%"), cell(m.get("rmse"), ".3f"),
             cell(m.get("train_seconds"), ".1f"), cell(m.get("parameters"), ","), cell(m.get("test_size"), ","),
             cell(m.get("overlap_test"), ".0%"),

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import load_params
-from pipeline.report import comparison_table, encoding_of, plot_tables, write_figures
+from pipeline.report import comparison_table, plot_tables, write_figures
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 
@@ -20,12 +20,12 @@ OPS = {"operation": {"add": {"count": 5, "exact_match": 1.0}, "mul": {"count": 5
 ROWS = {"add3-seq2seq-onehot": metrics(0.5), "ops-transformer": metrics(0.6, OPS), "mapping-naive_mlp": {"rmse": 0.0, "exact_match": 1.0}}
 
 
-def test_encoding_of():
-    assert encoding_of(PARAMS.experiment("add3-seq2seq-onehot")) == "onehot"
-    assert encoding_of(PARAMS.experiment("add3-seq2seq-integer_reversed")) == "integer, reversed"
-    assert encoding_of(PARAMS.experiment("mapping-naive_mlp")) == "numbers"
+def test_framing():
+    assert PARAMS.experiment("add3-seq2seq-onehot").framing == "onehot"
+    assert PARAMS.experiment("add3-seq2seq-integer_reversed").framing == "integer, reversed"
+    assert PARAMS.experiment("mapping-naive_mlp").framing == "numbers"
     exp = PARAMS.experiment("add3-seq2seq-onehot").model_copy(update={"padding": "per_term", "mask": True})
-    assert encoding_of(exp) == "onehot, per-term padding, masked"
+    assert exp.framing == "onehot, per-term padding, masked"
 
 
 def test_table_rows_and_breakdowns():
