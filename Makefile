@@ -19,7 +19,7 @@ no_python = adder needs Python 3.11, 3.12 or 3.13 but $(found); install one, or 
 HAS := $(shell cat $(STAMP) 2>/dev/null)
 TF  := $(if $(GPU),$(if $(filter 0,$(GPU)),cpu,gpu),$(if $(filter gpu,$(HAS)),gpu,cpu))
 
-.PHONY: setup run test test-fast ui plots exps bench clean postgres
+.PHONY: setup run test test-fast ui plots exps bench clean postgres chromium
 
 setup: $(STAMP)
 
@@ -37,11 +37,13 @@ FORCE:
 run: $(STAMP)  ## the whole pipeline on params.yaml
 	dvc repro
 
+# Two workers, each taking whole test files (their module fixtures build one project each).
+PYTEST := pytest -n 2 --dist loadfile
 test: $(STAMP)  ## unit and end-to-end tests
-	pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)  ## unit tests only
-	pytest -m "not e2e"
+	$(PYTEST) -m "not e2e"
 
 ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
 	@echo "runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
@@ -70,6 +72,11 @@ bench: $(STAMP)  ## speed benchmarks, printed as ratios against baselines
 
 # Debian's PostgreSQL server programs, for the PostgreSQL-backed tracking server test (tests/test_scaleout.py
 # starts its own throwaway cluster; without them that one test skips). Installing needs root.
+# Debian's Chromium, for the test that renders `make plots`' page (without it, that test skips). Needs root.
+chromium:  ## install Chromium from Debian's packages unless it is there
+	@command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 postgres:  ## install PostgreSQL from Debian's packages unless it is there
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }

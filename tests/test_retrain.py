@@ -199,7 +199,7 @@ EXPERIMENT = "mapping-naive_mlp"
 
 def tiny(epochs: int) -> dict:
     """The tiniest project: one mapping task and its MLP (no TensorFlow model registered, no seq2seq)."""
-    return {"seed": TINY["seed"], "tasks": {"mapping": TINY["tasks"]["mapping"]},
+    return {"seed": TINY["seed"], "backend": TINY["backend"], "tasks": {"mapping": TINY["tasks"]["mapping"]},
             "experiments": {EXPERIMENT: {**TINY["experiments"][EXPERIMENT], "epochs": epochs}}}
 
 
