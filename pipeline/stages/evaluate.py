@@ -73,8 +73,8 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
         tested = tracking.log_dataset(pd.DataFrame({"problem": test.text, "answer": test.answer}), root,
                                       root / "data" / exp.task / "test.csv", "test")
         models = [run["model_uri"], *([run["serving_uri"]] if "serving_uri" in run else [])]
-        tracking.log_test_metrics({f"test_{k}": v for k, v in metrics.items() if k not in ("train_seconds", "parameters")
-                                   and not k.startswith("seconds_to")}, tested, models)
+        tracking.log_test_metrics({f"test_{k}": v for k, v in headline(metrics).items() if k != "train_seconds"},
+                                  tested, models)
         mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(), "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
         tracking.log_test_metrics(breakdown_metrics(split), tested, models)
