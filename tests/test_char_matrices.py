@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.codec import (
-    CharCodec, ColumnCodec, NumberCodec, char_matrix, number_chars, operand_digits, pad_operands, place_digits,
-    right_aligned, row_cumsum,
+from pipeline.codec import CharCodec, ColumnCodec, NumberCodec
+from pipeline.codec.matrices import (
+    char_matrix, number_chars, operand_digits, pad_operands, place_digits, right_aligned, row_cumsum,
 )
 from pipeline.config import Task
 from pipeline.digits import digit_columns

@@ -1,0 +1,46 @@
+"""Text <-> arrays. One codec object serves training, evaluation, prediction and serving, so the same
+string always becomes the same tensor; only the codec knows how a model frames its input and answer.
+One module per framing family: chars (the tutorial's fixed-width characters), numbers (the mapping
+framing), columns (digit columns) and tokens (decoders fed their own output)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.codec.chars import CharCodec
+from pipeline.codec.columns import ColumnCodec
+from pipeline.codec.numbers import NumberCodec
+from pipeline.codec.tokens import TokenCodec
+from pipeline.errors import AdderError
+from pipeline.expressions import Limits
+
+__all__ = ["CharCodec", "Codec", "ColumnCodec", "Limits", "NumberCodec", "TokenCodec", "codec_of", "codec_spec",
+           "load_codec", "save_codec"]
+
+Codec = CharCodec | NumberCodec | ColumnCodec | TokenCodec
+CODECS = {"chars": CharCodec, "numbers": NumberCodec, "columns": ColumnCodec, "tokens": TokenCodec}
+
+
+def save_codec(codec: Codec, path: Path) -> None:
+    path.write_text(json.dumps(codec_spec(codec), indent=2) + "\n")
+
+
+def codec_spec(codec: Codec) -> dict:
+    """The codec as plain JSON values: what codec.json holds."""
+    return {"kind": next(k for k, cls in CODECS.items() if type(codec) is cls), **asdict(codec)}
+
+
+def codec_of(spec: dict) -> Codec:
+    spec = dict(spec)
+    cls = CODECS[spec.pop("kind")]
+    return cls(**{**spec, "limits": Limits(**spec["limits"])})
+
+
+def load_codec(path: Path) -> Codec:
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdderError(f"no codec at {path}; is this a trained model folder?") from None
+    return codec_of(spec)
