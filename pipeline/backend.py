@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from pipeline.errors import AdderError
 
@@ -28,4 +31,37 @@ def use(backend: str) -> str:
         if loaded != backend:
             raise AdderError(f"Keras already runs on {loaded} in this process; cannot switch to {backend}")
     os.environ["KERAS_BACKEND"] = backend
+    if backend == "jax":
+        cache_compilations()
+    import_keras()
     return backend
+
+
+def cache_compilations() -> None:
+    """Keeps JAX's compiled programs on disk (JAX_COMPILATION_CACHE_DIR, default ~/.cache/adder/jax), so a model
+    trained or scored again, in a rerun, a sweep or a test, skips the seconds XLA spends compiling it.
+    Cached programs are the ones XLA would compile again: results do not change."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "adder" / "jax"
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+    # JAX caches only compilations over a second by default; most of adder's take less
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def import_keras() -> None:
+    """Imports Keras without scikit-learn and Matplotlib, which Keras loads only for wrappers and plots that
+    adder does not use, and which cost every process 2-4 s of start-up."""
+    with hidden("sklearn", "matplotlib"):
+        import keras  # noqa: F401
+
+
+@contextmanager
+def hidden(*modules: str) -> Iterator[None]:
+    """Inside the block, importing any of these modules not yet imported raises ImportError: libraries that
+    treat them as optional (Keras does) then skip them."""
+    hide = [m for m in modules if m not in sys.modules]
+    sys.modules.update(dict.fromkeys(hide))  # a None entry makes `import` raise ImportError
+    try:
+        yield
+    finally:
+        for m in hide:
+            del sys.modules[m]

@@ -12,6 +12,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from pipeline.backend import hidden
 from pipeline.codec import Codec, Limits
 from pipeline.config import MILESTONES, Experiment, Task
 from pipeline.errors import AdderError
@@ -21,11 +22,14 @@ from pipeline.problems import Problems
 
 
 def seed_everything(seed: int) -> None:
-    keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":  # JAX on the CPU is deterministic as it is
-        import tensorflow as tf
+    if keras.backend.backend() != "tensorflow":
+        with hidden("tensorflow"):  # else Keras imports TensorFlow (5 s) to seed it too
+            keras.utils.set_random_seed(seed)
+        return  # JAX on the CPU is deterministic as it is
+    import tensorflow as tf
 
-        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def epoch_indices(n: int, exp: Experiment, rng: np.random.Generator) -> np.ndarray:

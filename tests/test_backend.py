@@ -49,6 +49,39 @@ def test_backend_is_a_validated_param():
         parse_params({**params, "backend": "torch"})
 
 
+# Seeds and trains a model on JAX the way `adder train` does; prints the heavy packages that got imported.
+LIGHT = textwrap.dedent("""
+    import sys
+    from pipeline import backend
+    backend.use("jax")
+    from pipeline.config import Experiment, Task
+    from pipeline.problems import split_problems
+    from pipeline.train import train
+    task = Task(terms=2, digits=1, train_size=50, val_size=10, test_size=1)
+    splits = split_problems(task, 0)
+    train(Experiment(task="t", model="digitwise", units=(4,), epochs=1, batch_size=10), task, splits["train"],
+          splits["val"], seed=1)
+    print(sorted(m for m in ("tensorflow", "sklearn", "matplotlib") if m in sys.modules))
+""")
+
+
+def test_training_on_jax_imports_no_package_it_does_not_use():
+    """Each costs every train stage seconds of start-up (TensorFlow ~5 s, scikit-learn ~3 s, Matplotlib ~1 s)."""
+    result = subprocess.run([sys.executable, "-c", LIGHT], cwd=PROJECT, capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_hidden_modules_fail_to_import_only_inside_the_block():
+    with backend.hidden("json", "adder_no_such_module"):
+        import json as still_there  # imported before the block: untouched
+
+        with pytest.raises(ImportError):
+            import adder_no_such_module  # noqa: F401
+    assert still_there is json and "adder_no_such_module" not in sys.modules
+
+
 # Trains (or only loads) a transformer, whose custom layer must serialise, and a digitwise LSTM in one
 # process on the backend KERAS_BACKEND names; prints their answers to held-out problems.
 MOVE = textwrap.dedent("""
