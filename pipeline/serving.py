@@ -1,5 +1,7 @@
-"""The served model: an MLflow pyfunc that takes expressions as strings and answers with strings,
-so `mlflow models serve` (or any MLflow tool) can use a sequence model without knowing its codec."""
+"""The served model: an MLflow pyfunc that takes expressions as strings and answers each row on its own,
+so `mlflow models serve` (or any MLflow tool) can use sequence models without knowing their codecs. It
+holds one model (an experiment's `serving` model) or several (`adder-all`: every task's champion), each
+expression going to the best-scoring one whose grammar accepts it."""
 
 from __future__ import annotations
 
@@ -12,23 +14,58 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
 from mlflow.types import ColSpec, Schema
 
 from pipeline.codec import Codec, load_codec
 from pipeline.errors import AdderError
+from pipeline.expressions import MAX_EXPRESSION_CHARS
 
-# One unnamed string column: MLflow then accepts a plain list (["12+50"]) as well as a DataFrame.
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string", "answer")]))
-ERRORS_SHOWN = 3  # a request full of bad expressions still gets a one-line message
+# One unnamed string column in: MLflow then accepts a plain list (["12+50"]) as well as a DataFrame.
+# One row out per expression: its answer, or the error that refused it, and the model that answered.
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]),
+                           outputs=Schema([ColSpec("string", name, required=False)
+                                           for name in ("answer", "error", "model")]))
+MAX_ROWS = 1_000  # per request; more is a 413 before any model runs
+MAX_BODY_BYTES = 1 << 20  # `adder serve` refuses a larger request body (413) before reading it into JSON
+SHOWN_CHARS = 40  # an error quotes at most this much of an expression
+
+
+class Refused(MlflowException):
+    """A request refused as a whole, answered by MLflow's scoring server with `status`. Its message stays as
+    written: the server prefixes an exception's message with the whole input ("Failed to predict data
+    '...'"), which for a request refused for its size is exactly what must not be echoed back."""
+
+    def __init__(self, message: str, status: int = 400):
+        self.refusal, self.status = message, status
+        super().__init__(message, error_code=REQUEST_LIMIT_EXCEEDED if status == 413 else INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self.refusal
+
+    @message.setter
+    def message(self, _: str) -> None:
+        pass
+
+    def get_http_status_code(self) -> int:
+        return self.status
+
+
+def shown(expression: str) -> str:
+    return repr(expression if len(expression) <= SHOWN_CHARS else expression[:SHOWN_CHARS - 3] + "...")
 
 
 class AdderModel(mlflow.pyfunc.PythonModel):
-    """Expressions in (a string column, a list or a Series), answers out as strings. A malformed
-    expression raises INVALID_PARAMETER_VALUE, which MLflow's scoring server answers with a 400."""
+    """Expressions in (a string column, a list or a Series); a DataFrame out with one row per expression:
+    `answer` (None if refused), `error` (None if answered) and `model` (the member that answered).
+    A request beyond the limits is refused as a whole (Refused: a 413 or a 400)."""
 
-    def __init__(self, backend: str = "tensorflow"):
+    def __init__(self, backend: str = "tensorflow", members: list[dict] | None = None):
         self.backend = backend  # the Keras backend it was trained on, used unless KERAS_BACKEND says otherwise
+        # Each member: its name, and the prefix of its artifacts `<prefix>model` and `<prefix>codec`;
+        # in order of preference (higher test exact match first).
+        self.members = members or [{"name": "model", "prefix": ""}]
 
     def load_context(self, context) -> None:
         # Models logged before the backend was recorded were trained on TensorFlow.
@@ -37,22 +74,57 @@ class AdderModel(mlflow.pyfunc.PythonModel):
 
         import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
 
-        model = keras.models.load_model(context.artifacts["model"], compile=False)
-        self.ready(model, load_codec(Path(context.artifacts["codec"])))
+        members = getattr(self, "members", None) or [{"name": "model", "prefix": ""}]
+        self.ready([(member["name"], keras.models.load_model(context.artifacts[f"{member['prefix']}model"], compile=False),
+                     load_codec(Path(context.artifacts[f"{member['prefix']}codec"]))) for member in members])
 
-    def ready(self, model, codec: Codec) -> AdderModel:
-        """Attaches a loaded model; set here, not in __init__, so they are never pickled with the class."""
-        self.model, self.codec = model, codec
+    def ready(self, served: list[tuple[str, object, Codec]]) -> AdderModel:
+        """Attaches loaded (name, model, codec) members; set here, not in __init__, so they are never pickled."""
+        self.served = served
         self.lock = threading.Lock()  # the scoring server predicts from a thread pool; Keras models are not thread-safe
         return self
 
     # Typed as MLflow's schema check hands it over; a DataFrame hint also keeps MLflow from inferring a schema.
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from pipeline.evaluate import predict_answers
 
-        checked = checked_expressions(self.codec, expressions_of(model_input))
-        with self.lock:
-            return predict_answers(self.model, self.codec, checked).tolist()
+        expressions = expressions_of(model_input)
+        check_limits(expressions)
+        routed = [self.route(expression) for expression in expressions]
+        answers: list = [None] * len(routed)
+        for member, (name, model, codec) in enumerate(self.served):
+            rows = [row for row, (chosen, _) in enumerate(routed) if chosen == member]
+            if rows:
+                with self.lock:
+                    for row, answer in zip(rows, predict_answers(model, codec, [routed[row][1] for row in rows])):
+                        answers[row] = str(answer)
+        return pd.DataFrame({"answer": answers,
+                             "error": [None if chosen is not None else error for chosen, error in routed],
+                             "model": [None if chosen is None else self.served[chosen][0] for chosen, _ in routed]},
+                            dtype=object)
+
+    def route(self, expression) -> tuple[int | None, str]:
+        """(member, canonical expression) for the first member whose grammar accepts it, else (None, error)."""
+        if not isinstance(expression, str):
+            return None, f"expected a string, got {type(expression).__name__}"
+        refusals = []
+        for member, (name, _, codec) in enumerate(self.served):
+            try:
+                return member, codec.check(expression)
+            except AdderError as e:
+                refusals.append((name, str(e)))
+        return None, refusal(expression, refusals)
+
+
+def refusal(expression: str, refusals: list[tuple[str, str]]) -> str:
+    """One member's reason as it is; of several, those that parsed the expression (wrong size or range),
+    else that none of their grammars accepts it."""
+    if len(refusals) == 1:
+        return refusals[0][1]
+    specific = [f"{name}: {reason}" for name, reason in refusals if not reason.startswith(("malformed", "empty"))]
+    if specific:
+        return "; ".join(specific)
+    return "empty expression" if not expression.strip() else f"malformed expression {shown(expression)}: no served model's grammar accepts it"
 
 
 def expressions_of(model_input) -> list:
@@ -63,33 +135,69 @@ def expressions_of(model_input) -> list:
     return np.asarray(model_input, dtype=object).reshape(-1).tolist()
 
 
-def checked_expressions(codec: Codec, expressions: list) -> list[str]:
-    """Canonical expressions, or one MlflowException naming the first few bad ones."""
-    checked, bad = [], []
+def check_limits(expressions: list) -> None:
+    """Refuses the whole request, before any parsing or model, if it has too many rows or too long a row."""
+    if len(expressions) > MAX_ROWS:
+        raise Refused(f"{len(expressions):,} expressions in one request; at most {MAX_ROWS:,}", 413)
     for number, expression in enumerate(expressions, 1):
-        try:
-            if not isinstance(expression, str):
-                raise AdderError(f"expected a string, got {type(expression).__name__} {expression!r}")
-            checked.append(codec.check(expression))
-        except AdderError as e:
-            bad.append(f"#{number}: {e}")
-    if bad:
-        more = f" (and {len(bad) - ERRORS_SHOWN} more)" if len(bad) > ERRORS_SHOWN else ""
-        raise MlflowException(f"{len(bad)} bad expression(s): {'; '.join(bad[:ERRORS_SHOWN])}{more}",
-                              error_code=INVALID_PARAMETER_VALUE)
-    return checked
+        if isinstance(expression, str) and len(expression) > MAX_EXPRESSION_CHARS:
+            raise Refused(f"expression #{number} has {len(expression):,} characters ({shown(expression)}); "
+                          f"at most {MAX_EXPRESSION_CHARS:,}")
+
+
+# --- `adder serve`: MLflow's scoring server behind a cap on the request body
+
+
+def limit_body(app, limit: int = MAX_BODY_BYTES):
+    """An ASGI app that answers a POST whose body exceeds `limit` bytes with a 413, reading no more of it
+    than that (by Content-Length, else while it streams in), before `app` parses anything."""
+
+    async def limited(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:
+            return await refuse(send, 413 if declared.isdigit() else 400)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > limit:
+                return await refuse(send, 413)
+            more = message.get("more_body", False)
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        await app(scope, replayed, send)
+
+    async def refuse(send, status: int):
+        error = {413: ("REQUEST_LIMIT_EXCEEDED", f"request body over {limit:,} bytes"),
+                 400: ("BAD_REQUEST", "bad Content-Length")}[status]
+        content = f'{{"error_code": "{error[0]}", "message": "{error[1]}"}}'.encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": content})
+
+    return limited
 
 
 def serve(uri: str, host: str, port: int, tracking_uri: str) -> None:
-    """Replaces this process with `mlflow models serve`, so a signal to `adder serve` reaches the server.
-    --env-manager local: this environment already holds every requirement, and nothing is downloaded."""
-    import sys
+    """Serves uri with MLflow's scoring server (what `mlflow models serve --env-manager local` runs: this
+    environment already holds every requirement) behind limit_body, until interrupted."""
+    import uvicorn
+    from mlflow.pyfunc.scoring_server import init
 
-    here = Path(sys.executable).parent  # the venv's mlflow, and the uvicorn it starts by name
-    command = [str(here / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
-               "--host", host, "--port", str(port)]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{here}{os.pathsep}{os.environ.get('PATH', '')}"}
-    os.execve(command[0], command, env)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as e:
+        raise AdderError(f"cannot load {uri}: {str(e).strip().splitlines()[0][:200]}") from None
+    uvicorn.run(limit_body(init(model)), host=host, port=port, log_level="warning")
 
 
 # What the served model imports besides its Keras backend; pinned so that MLflow need not infer them (slow)
@@ -97,16 +205,22 @@ def serve(uri: str, host: str, port: int, tracking_uri: str) -> None:
 REQUIREMENTS = ("mlflow", "keras", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml")
 
 
-def log_serving_model(folder: Path, example: str, backend: str) -> str:
-    """Logs pipeline.serving's pyfunc with the Keras model, its codec and the pipeline package itself,
-    so it loads in a fresh process; returns the model URI."""
+def log_serving_model(members: list[tuple[str, Path, float | None]], example: str, backend: str,
+                      name: str = "serving") -> str:
+    """Logs pipeline.serving's pyfunc over members (name, model folder holding model.keras and codec.json,
+    test exact match), best first, with the pipeline package itself, so it loads in a fresh process;
+    returns the model URI."""
     from pipeline.backend import REQUIREMENTS as BACKEND_REQUIREMENTS
     from pipeline.tracking import pinned
 
+    prefixes = [f"{i}." if len(members) > 1 else "" for i in range(len(members))]
+    artifacts = {f"{prefix}{kind}": str(folder / file) for prefix, (_, folder, _) in zip(prefixes, members)
+                 for kind, file in (("model", "model.keras"), ("codec", "codec.json"))}
     info = mlflow.pyfunc.log_model(
-        name="serving",
-        python_model=AdderModel(backend),
-        artifacts={"model": str(folder / "model.keras"), "codec": str(folder / "codec.json")},
+        name=name,
+        python_model=AdderModel(backend, [{"name": member, "prefix": prefix, "exact_match": score}
+                                          for prefix, (member, _, score) in zip(prefixes, members)]),
+        artifacts=artifacts,
         code_paths=[str(Path(__file__).parent)],  # the pipeline package
         signature=SIGNATURE,
         input_example=[example],

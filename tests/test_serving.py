@@ -6,6 +6,7 @@ a free local port and load-tests it from concurrent clients."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ from pipeline import tracking
 from pipeline.codec import CharCodec, Limits
 from pipeline.config import Task
 from pipeline.errors import AdderError
-from pipeline.serving import AdderModel
+from pipeline.serving import MAX_ROWS, AdderModel
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = PROJECT / ".venv" / "bin" if (PROJECT / ".venv" / "bin" / "adder").exists() else Path(sys.executable).parent
@@ -49,39 +50,60 @@ class ExactModel:
 
 
 def served() -> AdderModel:
-    return AdderModel().ready(ExactModel(CODEC), CODEC)
+    return AdderModel().ready([("add2", ExactModel(CODEC), CODEC)])
+
+
+def answered(*answers: str, model: str = "add2") -> list[dict]:
+    return [{"answer": answer, "error": None, "model": model} for answer in answers]
 
 
 # --------------------------------------------------------------------------------------------------
-# the pyfunc's predict
+# the pyfunc's predict: one row out per expression
 
 
 @pytest.mark.parametrize("given", [["12+50", " 3 + 4", "99+99"], pd.Series(["12+50", " 3 + 4", "99+99"]),
                                    pd.DataFrame({"expression": ["12+50", " 3 + 4", "99+99"]})])
 def test_pyfunc_answers_expressions_with_strings(given):
-    assert served().predict(None, given) == ["62", "7", "198"]
+    assert served().predict(None, given).to_dict("records") == answered("62", "7", "198")
 
 
 def test_pyfunc_answers_nothing_for_no_expressions():
-    assert served().predict(None, []) == []
+    assert served().predict(None, []).to_dict("records") == []
 
 
 @pytest.mark.parametrize("bad, says", [("12++50", "malformed expression '12++50'"), ("", "empty expression"),
                                        ("123+4", "operands must be in 0..99"), ("1+2+3", "has 3 terms"),
-                                       (None, "expected a string")])
-def test_pyfunc_refuses_a_bad_expression_as_invalid_input(bad, says):
-    with pytest.raises(MlflowException) as raised:
-        served().predict(None, ["12+50", bad])
-    # INVALID_PARAMETER_VALUE is what MLflow's scoring server answers with a 400, not a 500.
-    assert raised.value.get_http_status_code() == 400
-    assert raised.value.message.startswith("1 bad expression(s): #2: ") and says in raised.value.message
+                                       (None, "expected a string"), ("１+2", "malformed expression")])
+def test_a_bad_row_gets_its_own_error_and_the_good_rows_their_answers(bad, says):
+    rows = served().predict(None, ["12+50", bad, "3+4"]).to_dict("records")
+    assert rows[0] == answered("62")[0] and rows[2] == answered("7")[0]
+    assert rows[1]["answer"] is None and rows[1]["model"] is None and says in rows[1]["error"]
 
 
-def test_many_bad_expressions_make_one_short_line():
+def test_limits_refuse_the_whole_request_before_any_model_runs():
+    model = AdderModel().ready([("add2", None, CODEC)])  # no model: a limit must refuse before one is needed
     with pytest.raises(MlflowException) as raised:
-        served().predict(None, ["x"] * 10 + ["1+1"])
-    message = raised.value.message
-    assert "\n" not in message and message.startswith("10 bad expression(s): #1: ") and message.endswith("(and 7 more)")
+        model.predict(None, ["1+1"] * (MAX_ROWS + 1))
+    assert raised.value.get_http_status_code() == 413 and "at most 1,000" in raised.value.message
+    with pytest.raises(MlflowException) as raised:
+        model.predict(None, ["1+1", "7" * 200_000])
+    # A 400 whose message quotes a short prefix, not the 200,000 characters.
+    assert raised.value.get_http_status_code() == 400 and len(raised.value.message) < 200, raised.value.message
+    assert raised.value.message.startswith("expression #2 has 200,000 characters ('7777")
+
+
+def test_each_expression_goes_to_the_first_member_whose_grammar_accepts_it():
+    small = CharCodec(Limits(terms=2, low=1, high=10), encoding="integer")  # listed first: it scores higher
+    three = CharCodec(Limits(terms=3, low=0, high=99), encoding="integer")
+    model = AdderModel().ready([("small", ExactModel(small), small), ("add2", ExactModel(CODEC), CODEC),
+                                ("add3", ExactModel(three), three)])
+    rows = model.predict(None, ["3+4", "12+50", "1+2+3", "1+2+3+4", "1++2", "100+1"]).to_dict("records")
+    assert [(r["answer"], r["model"]) for r in rows[:3]] == [("7", "small"), ("62", "add2"), ("6", "add3")]
+    assert all(r["answer"] is None and r["model"] is None for r in rows[3:])
+    # Refused by all: the reasons of the members that parsed it, or that no grammar accepts it.
+    assert "small: '1+2+3+4' has 4 terms" in rows[3]["error"] and "add3: '1+2+3+4' has 4 terms" in rows[3]["error"]
+    assert rows[4]["error"] == "malformed expression '1++2': no served model's grammar accepts it"
+    assert "add2: '100+1': operands must be in 0..99" in rows[5]["error"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +284,11 @@ def test_serve_without_a_model_or_a_tracking_server_is_a_one_line_error(project,
         assert says in lines[0], shown(result)
 
 
+def rows_of(response) -> list[dict]:
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
 @pytest.mark.e2e
 def test_served_champion_answers_over_http_and_survives_load(project, server):
     import requests
@@ -272,31 +299,38 @@ def test_served_champion_answers_over_http_and_survives_load(project, server):
     url = server.wait_until_up()
     print(f"\nadder serve: up {time.monotonic() - started:.1f}s later", end="")
     session = requests.Session()
+    one = {"error": None, "model": EXPERIMENT}
 
-    response = invoke(session, url, {"inputs": ["12+50"]})
-    assert response.status_code == 200 and response.json() == {"predictions": [expected["12+50"]]}, response.text
-    response = invoke(session, url, {"dataframe_split": {"columns": ["expression"], "data": [["3+4"], ["99+99"]]}})
-    assert response.json() == {"predictions": [expected["3+4"], expected["99+99"]]}, response.text
-    for bad, says in (("12++50", "malformed expression '12++50'"), ("123+4", "'123+4': operands must be in 0..99"),
-                      ("", "empty expression")):
-        response = invoke(session, url, {"inputs": ["3+4", bad]})
-        assert response.status_code == 400, response.text
-        error = response.json()
-        assert error["error_code"] == "INVALID_PARAMETER_VALUE" and f"#2: {says}" in error["message"], error
-    assert invoke(session, url, {"inputs": ["3+4"]}).json() == {"predictions": [expected["3+4"]]}
+    assert rows_of(invoke(session, url, {"inputs": ["12+50"]})) == [{"answer": expected["12+50"], **one}]
+    assert rows_of(invoke(session, url, {"dataframe_split": {"columns": ["expression"], "data": [["3+4"], ["99+99"]]}})
+                   ) == [{"answer": expected["3+4"], **one}, {"answer": expected["99+99"], **one}]
+    # Bad rows beside good ones: each bad row its own error, each good row its answer.
+    rows = rows_of(invoke(session, url, {"inputs": ["3+4", "12++50", "123+4", "", "99+99"]}))
+    assert [r["answer"] for r in rows] == [expected["3+4"], None, None, None, expected["99+99"]], rows
+    assert [r["error"] for r in rows[1:4]] == ["malformed expression '12++50': expected numbers joined by '+', like 12+50",
+                                               "'123+4': operands must be in 0..99 for this model", "empty expression"]
+    # Malformed as a whole, or beyond the limits: refused, in a short body; the server goes on answering.
+    for payload, status in (('{"inputs": ', 400), ('{"nothing": ["3+4"]}', 400),
+                            (json.dumps({"inputs": ["1+1"] * 1001}), 413),
+                            (json.dumps({"inputs": ["9" * 200_000]}), 400),
+                            (json.dumps({"inputs": ["9" * 1_000_000]}), 400), ("x" * 10_000_000, 413)):
+        response = session.post(f"{url}/invocations", data=payload, headers={"Content-Type": "application/json"},
+                                 timeout=30)
+        assert response.status_code == status and len(response.content) < 2_000, (status, response.text[:3000])
+        assert rows_of(invoke(session, url, {"inputs": ["3+4"]})) == [{"answer": expected["3+4"], **one}]
 
-    # The load test: single-expression requests from concurrent clients, every 25th one malformed.
+    # The load test: batches of 1 to 8 expressions from concurrent clients, every 7th expression malformed.
     def one_request(i: int) -> tuple[str, float]:
-        expression = "1++1" if i % 25 == 0 else good[i % len(good)]
+        batch = [("1++1" if (i + k) % 7 == 0 else good[(i * 8 + k) % len(good)]) for k in range(1 + i % 8)]
         started = time.perf_counter()
         try:
-            response = invoke(sessions[i % CLIENTS], url, {"inputs": [expression]})
+            response = invoke(sessions[i % CLIENTS], url, {"inputs": batch})
         except requests.RequestException:
             return "lost", time.perf_counter() - started
         seconds = time.perf_counter() - started
-        if expression == "1++1":
-            return ("refused" if response.status_code == 400 else "wrong"), seconds
-        ok = response.status_code == 200 and response.json() == {"predictions": [expected[expression]]}
+        want = [{"answer": None, "error": "malformed expression '1++1': expected numbers joined by '+', like 12+50",
+                 "model": None} if e == "1++1" else {"answer": expected[e], **one} for e in batch]
+        ok = response.status_code == 200 and response.json() == {"predictions": want}
         return ("answered" if ok else "wrong"), seconds
 
     sessions = [requests.Session() for _ in range(CLIENTS)]
@@ -307,11 +341,10 @@ def test_served_champion_answers_over_http_and_survives_load(project, server):
     pool.shutdown(cancel_futures=True)  # past the deadline: drop what has not started, count it as lost
     elapsed = time.monotonic() - started
     results = [f.result() for f in done]
-    outcomes = {kind: sum(1 for k, _ in results if k == kind) for kind in ("answered", "refused", "wrong", "lost")}
+    outcomes = {kind: sum(1 for k, _ in results if k == kind) for kind in ("answered", "wrong", "lost")}
     outcomes["lost"] += len(late)
     latency_ms = np.array([s for _, s in results]) * 1000
-    print(f"\nload test: {len(results)} requests from {CLIENTS} clients in {elapsed:.1f}s "
-          f"({len(results) / elapsed:.0f}/s): {outcomes}; errors {outcomes['wrong'] + outcomes['lost']}; "
+    print(f"\nload test: {len(results)} requests ({sum(1 + i % 8 for i in range(REQUESTS))} expressions) from "
+          f"{CLIENTS} clients in {elapsed:.1f}s ({len(results) / elapsed:.0f}/s): {outcomes}; "
           f"latency p50 {np.percentile(latency_ms, 50):.1f} ms, p99 {np.percentile(latency_ms, 99):.1f} ms")
-    assert outcomes == {"answered": REQUESTS - REQUESTS // 25, "refused": REQUESTS // 25, "wrong": 0, "lost": 0}
-    assert invoke(session, url, {"inputs": ["12+50"]}).json() == {"predictions": [expected["12+50"]]}
+    assert outcomes == {"answered": REQUESTS, "wrong": 0, "lost": 0}

@@ -55,7 +55,7 @@ def train(exp_name: str) -> dict:
         model_uri = tracking.log_keras_model(trained.model, codec_spec(trained.codec))
         # Sequence models also answer strings with strings (pipeline.serving), for `adder serve`.
         serving = ({} if isinstance(trained.codec, NumberCodec) else
-                   {"serving_uri": log_serving_model(out, train_split.text[0], params.backend)})
+                   {"serving_uri": log_serving_model([(exp_name, out, None)], train_split.text[0], params.backend)})
     info = {"run_id": run.info.run_id, "model_uri": model_uri, **serving, "train_seconds": trained.train_seconds,
             "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to}
     write_json(info, out / "run.json")
