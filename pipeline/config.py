@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.backend import BACKENDS, DEFAULT as DEFAULT_BACKEND
 from pipeline.errors import AdderError
@@ -18,7 +18,9 @@ PARAMS_FILE = "params.yaml"
 MODELS = ("naive_lstm", "naive_mlp", "seq2seq", "digitwise", "attention", "transformer")
 NUMBER_MODELS = ("naive_lstm", "naive_mlp")  # operands as numbers: plain sums of a fixed number of terms
 SEQUENCE_MODELS = ("seq2seq", "digitwise", "attention", "transformer")
-FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}  # codecs without options
+FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}  # input framings without options
+DECODER_MODELS = ("attention", "transformer")  # fed their own previous output: they write answers of any length
+ANSWERS = ("plain", "reversed", "steps")
 MILESTONES = (0.99, 0.999)  # held-out exact match levels whose time to reach is recorded
 
 
@@ -118,11 +120,24 @@ class Experiment(Strict):
     # digitwise: a hidden ReLU layer before the output digit; 0 for none (2 terms need none, and
     # generalise further without it).
     head_units: int = Field(0, ge=0)
+    # Decoders (attention, transformer): how the answer is written. plain: most significant digit first;
+    # reversed: least significant first (the default); steps: the worked steps first, then the answer.
+    answer: Literal[ANSWERS] | None = None
     # mirrored: build and train under tf.distribute.MirroredStrategy, one replica per visible GPU (or the
     # CPU alone); the batch is split across replicas, so batch_size stays the global batch.
     distribute: Literal["none", "mirrored"] = "none"
     # What this experiment tries, in a sentence: the MLflow run's description starts with it.
     description: str | None = Field(None, min_length=1, max_length=1000)
+    # Train once per seed (one stage, one process) and report the spread; unset means the top-level seed.
+    seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] | None = Field(None, min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        repeated = sorted({s for s in seeds or () if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"each seed once; {', '.join(map(str, repeated))} repeated (got {list(seeds)})")
+        return seeds
 
     @model_validator(mode="after")
     def _units_fit_model(self) -> Experiment:
@@ -132,6 +147,9 @@ class Experiment(Strict):
             raise ValueError("transformer takes units: [width, ...], one equal entry per block, a multiple of 4 heads")
         if self.eval_lengths and self.model != "digitwise":
             raise ValueError("eval_lengths needs a length-agnostic model (digitwise)")
+        if self.answer is not None and self.model not in DECODER_MODELS:
+            raise ValueError(f"answer: {self.answer} needs a decoder that writes answers of any length "
+                             f"({' or '.join(DECODER_MODELS)}); {self.model} writes a fixed-width answer")
         return self
 
     @property
@@ -143,6 +161,8 @@ class Experiment(Strict):
         """How the model sees the text, in a few words: 'onehot', 'integer, reversed, masked', 'digit columns'."""
         if self.model in NUMBER_MODELS:
             return "numbers"
+        if self.model in DECODER_MODELS:
+            return f"{FIXED_ENCODINGS[self.model]}, answer {self.answer or 'reversed'}"
         if self.model in FIXED_ENCODINGS:
             return FIXED_ENCODINGS[self.model]
         flags = ["reversed" if self.reverse else "", "per-term padding" if self.padding == "per_term" else "",
@@ -156,6 +176,9 @@ class Params(Strict):
     backend: Literal[tuple(BACKENDS)] = DEFAULT_BACKEND
     tasks: dict[str, Task] = Field(min_length=1)
     experiments: dict[str, Experiment] = Field(min_length=1)
+    # Studies: name -> experiments of one task, the first the baseline, each other differing from it in
+    # one setting (the same one); the report says whether each difference is real (pipeline/stats.py).
+    studies: dict[str, tuple[str, ...]] = {}
 
     @model_validator(mode="after")
     def _experiments_match_tasks(self) -> Params:
@@ -175,7 +198,37 @@ class Params(Strict):
                                  "has other operations or brackets")
             if not re.fullmatch(pattern, name):
                 raise ValueError(f"experiment name {name!r}: must be <task>-<model>[-variant], here {exp.task}-{exp.model}[-...]")
+        for name in self.studies:
+            self.study_setting(name)
         return self
+
+    def seeds_of(self, name: str) -> tuple[int, ...]:
+        """The seeds an experiment trains under: its own list, else the top-level seed."""
+        return self.experiment(name).seeds or (self.seed,)
+
+    def study_setting(self, name: str) -> str:
+        """The one setting a study's experiments differ in; ValueError naming the key otherwise."""
+        names, key = self.studies[name], f"studies.{name}"
+        if len(names) < 2 or len(set(names)) < len(names):
+            raise ValueError(f"{key}: two or more distinct experiments, the baseline first (got {list(names)})")
+        for exp_name in names:
+            if exp_name not in self.experiments:
+                raise ValueError(f"{key}: {exp_name!r} is not an experiment; known: {', '.join(self.experiments)}")
+        first, *others = (self.experiments[n].model_dump(exclude={"description", "seeds"}) for n in names)
+        changed = set()
+        for exp_name, other in zip(names[1:], others):
+            differ = [k for k in first if first[k] != other[k]]
+            if "task" in differ:
+                raise ValueError(f"{key}: {exp_name} is of task {other['task']!r}, {names[0]} of {first['task']!r}; "
+                                 "a study compares experiments of one task")
+            if len(differ) != 1:
+                raise ValueError(f"{key}: {exp_name} differs from {names[0]} in {len(differ)} settings "
+                                 f"({', '.join(differ) or 'none'}); a study changes exactly one")
+            changed.update(differ)
+        if len(changed) > 1:
+            raise ValueError(f"{key}: its experiments change different settings ({', '.join(sorted(changed))}); "
+                             "a study changes one")
+        return changed.pop()
 
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:

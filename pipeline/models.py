@@ -7,6 +7,7 @@ from keras import layers
 
 from pipeline.codec import CharCodec, Codec, ColumnCodec, Limits, NumberCodec, TokenCodec
 from pipeline.config import Experiment
+from pipeline.problems import Problems
 
 
 def naive_lstm(exp: Experiment, codec: NumberCodec) -> keras.Model:
@@ -130,9 +131,13 @@ LOSS_OF = {"naive_lstm": "mean_squared_error", "naive_mlp": "mean_squared_error"
            "attention": "sparse_categorical_crossentropy", "transformer": "sparse_categorical_crossentropy"}
 
 
-def make_codec(exp: Experiment, limits: Limits) -> Codec:
+def make_codec(exp: Experiment, limits: Limits, train: Problems | None = None) -> Codec:
+    """The experiment's codec; a decoder writing worked steps gets room for the longest in train."""
     if CODEC_OF[exp.model] is CharCodec:
         return CharCodec(limits, encoding=exp.encoding, reverse=exp.reverse, padding=exp.padding, mask=exp.mask)
+    if CODEC_OF[exp.model] is TokenCodec:
+        codec = TokenCodec(limits, answer=exp.answer or "reversed")
+        return codec if train is None else codec.sized_for(train.answer, train.steps)
     return CODEC_OF[exp.model](limits)
 
 

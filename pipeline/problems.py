@@ -16,21 +16,25 @@ from pipeline.expressions import bracket_spans
 
 SPLITS = ("train", "val", "test")
 HEADER = "problem,answer"
+STEPS_HEADER = "problem,answer,steps"  # tasks whose problems can take more than one operation
+STEP_SEPARATOR = ";"
 POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)  # every power of ten an int64 holds
 
 
 @dataclass(frozen=True)
 class Problems:
-    """Problems as text with their exact answers."""
+    """Problems as text with their exact answers and, where a problem takes more than one operation or a
+    multiplication by a number of two or more digits, the worked steps that lead to the answer."""
 
     text: np.ndarray  # str, e.g. "12+50"
     answer: np.ndarray  # int64
+    steps: np.ndarray | None = None  # str, e.g. "19*3-40;57-40" for "(12+7)*3-40"; None: a task of single sums
 
     def __len__(self) -> int:
         return len(self.text)
 
     def take(self, index: np.ndarray) -> Problems:
-        return Problems(self.text[index], self.answer[index])
+        return Problems(self.text[index], self.answer[index], None if self.steps is None else self.steps[index])
 
 
 def sample_operands(task: Task, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,9 +110,14 @@ def is_plain_sum(task: Task) -> bool:
 
 
 def sample_problems(task: Task, n: int, rng: np.random.Generator) -> Problems:
-    if is_plain_sum(task):
-        return to_problems(sample_operands(task, n, rng))  # the fast path: scalar-bound draws, no expression logic
-    return expression_problems(task, n, rng)
+    if not is_plain_sum(task):
+        return expression_problems(task, n, rng)
+    operands = sample_operands(task, n, rng)  # the fast path: scalar-bound draws, no expression logic
+    if task.terms == 2:
+        return to_problems(operands)
+    ops, none = np.full((n, task.terms - 1), "+"), np.full(n, -1)
+    return Problems(join_sums(operands), sum_rows(operands),
+                    reduction_chain(operands, ops, np.full(n, task.terms), none, none))
 
 
 def keras_digits(task: Task) -> bool:
@@ -192,7 +201,95 @@ def expression_problems(task: Task, n: int, rng: np.random.Generator) -> Problem
     bracket_value = fold(values, ops, inside)
     outer = (position < terms[:, None]) & ~(inside & (position > first[:, None]))
     answer = fold(np.where(position == first[:, None], bracket_value[:, None], values), ops, outer)
-    return Problems(expression_text(values, ops, terms, first, last), answer)
+    return Problems(expression_text(values, ops, terms, first, last), answer,
+                    reduction_chain(values, ops, terms, first, last))
+
+
+def first_true(mask: np.ndarray) -> np.ndarray:
+    return mask.argmax(axis=1)
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """Integers as decimal strings, no wider than the longest needs."""
+    width = int((number_widths(np.abs(values)) + (values < 0)).max(initial=1))
+    return values.astype(f"U{width}")
+
+
+def join(*parts) -> np.ndarray:
+    out = parts[0]
+    for part in parts[1:]:
+        out = np.strings.add(out, part)
+    return out
+
+
+def add_step(steps: np.ndarray, rows: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """steps with line (one per row in rows) appended, each line after a separator (reduction_chain
+    strips the first)."""
+    lines = np.full(len(steps), "", dtype=np.result_type(line, "U1"))
+    lines[rows] = line
+    steps = join(steps, np.where(lines == "", "", STEP_SEPARATOR), lines)
+    return steps.astype(f"U{max(int(np.strings.str_len(steps).max(initial=1)), 1)}")  # joins add up widths
+
+
+def product_steps(steps: np.ndarray, a: np.ndarray, b: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """a*b worked by hand where both have two or more digits: the longer times each digit of the shorter
+    in its place (47*36: 47*6=282, 47*30=1410), then their running sum (282+1410=1692). The digits keep
+    their number's sign."""
+    rows = np.flatnonzero(where & (number_widths(np.abs(a)) > 1) & (number_widths(np.abs(b)) > 1))
+    a, b = a[rows], b[rows]
+    swap = number_widths(np.abs(a)) < number_widths(np.abs(b))
+    a, b = np.where(swap, b, a), np.where(swap, a, b)  # b: the multiplier, the shorter (the right on a tie)
+    places = number_widths(np.abs(b))
+    total = np.zeros(len(rows), dtype=np.int64)
+    for k in range(int(places.max(initial=0))):
+        on = k < places
+        factor = np.sign(b[on]) * (np.abs(b[on]) // 10**k % 10) * 10**k
+        part = a[on] * factor
+        steps = add_step(steps, rows[on], join(as_text(a[on]), "*", as_text(factor), "=", as_text(part)))
+        if k:
+            line = join(as_text(total[on]), "+", as_text(part), "=", as_text(total[on] + part))
+            steps = add_step(steps, rows[on], line)
+        total[on] += part
+    return steps
+
+
+def reduction_chain(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, first: np.ndarray,
+                    last: np.ndarray) -> np.ndarray:
+    """The worked steps of each expression, from its own structure: one operation at a time in the order
+    it is evaluated (the bracketed span first, * before + and -, then left to right), the expression
+    rewritten after each, a multiplication by two or more digits worked as product_steps. The last value
+    is the answer, which is not repeated: (12+7)*3-40 -> '19*3-40;57-40' (answer 17)."""
+    values, ops, terms = values.astype(np.int64), ops.copy(), terms.astype(np.int64)
+    first, last = first.astype(np.int64), last.astype(np.int64)
+    n, slots = values.shape
+    rows, index = np.arange(n), np.arange(max(slots - 1, 0))
+    steps = np.full(n, "", dtype="U1")
+    for _ in range(slots - 1):
+        todo = terms > 1
+        valid = index < (terms - 1)[:, None]  # op j joins operands j and j + 1
+        bracketed = valid & (index >= first[:, None]) & (index < last[:, None])
+        scope = np.where(bracketed.any(axis=1)[:, None], bracketed, valid)
+        times = scope & (ops == "*")
+        at = np.where(times.any(axis=1), first_true(times), first_true(scope))
+        a, b, op = values[rows, at], values[rows, np.minimum(at + 1, slots - 1)], ops[rows, at]
+        steps = product_steps(steps, a, b, todo & (op == "*"))
+        result = np.where(op == "*", a * b, np.where(op == "-", a - b, a + b))
+        # Operand at+1 and op at leave; everything after them moves one place left.
+        after = np.arange(slots) > at[:, None]
+        shifted = np.concatenate([values[:, 1:], values[:, -1:]], axis=1)
+        values = np.where(todo[:, None], np.where(after, shifted, values), values)
+        values[rows, at] = np.where(todo, result, values[rows, at])
+        shifted_ops = np.concatenate([ops[:, 1:], ops[:, -1:]], axis=1)
+        ops = np.where(todo[:, None] & (index >= at[:, None]), shifted_ops, ops)
+        inside = todo & (first >= 0) & (at >= first) & (at < last)
+        last = np.where(inside, last - 1, last)
+        closed = first == last  # a span of one operand needs no brackets
+        first, last = np.where(closed, -1, first), np.where(closed, -1, last)
+        terms = np.where(todo, terms - 1, terms)
+        rows_left = np.flatnonzero(todo & (terms > 1))
+        steps = add_step(steps, rows_left, expression_text(values[rows_left], ops[rows_left], terms[rows_left],
+                                                           first[rows_left], last[rows_left]))
+    return np.strings.lstrip(steps, STEP_SEPARATOR)
 
 
 def expression_text(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, first: np.ndarray,
@@ -200,26 +297,30 @@ def expression_text(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, firs
     """Canonical text, as expressions.render writes it: '(12+7)*3-40'."""
     text = np.full(len(values), "", dtype=str)
     for i in range(values.shape[1]):
-        token = np.char.mod("%d", values[:, i])
-        token = np.char.add(np.where(first == i, "(", ""), np.char.add(token, np.where(last == i, ")", "")))
+        token = join(np.where(first == i, "(", ""), as_text(values[:, i]), np.where(last == i, ")", ""))
         if i:
-            token = np.char.add(ops[:, i - 1], token)
-        text = np.char.add(text, np.where(i < terms, token, ""))
+            token = np.strings.add(ops[:, i - 1], token)
+        text = np.strings.add(text, np.where(i < terms, token, ""))
     return text.astype(str)
+
+
+def concatenate(a: Problems, b: Problems) -> Problems:
+    steps = None if a.steps is None or b.steps is None else np.concatenate([a.steps, b.steps])
+    return Problems(np.concatenate([a.text, b.text]), np.concatenate([a.answer, b.answer]), steps)
 
 
 def distinct_problems(task: Task, n: int, rng: np.random.Generator, max_rounds: int = 100) -> Problems:
     """n distinct problems in order of first draw, so the result is fixed by the seed."""
-    texts, answers = np.empty(0, dtype=str), np.empty(0, dtype=np.int64)
+    pool = None
     for _ in range(max_rounds):
         batch = sample_problems(task, 2 * n, rng)
-        texts, answers = np.concatenate([texts, batch.text]), np.concatenate([answers, batch.answer])
-        _, first = np.unique(texts, return_index=True)
+        pool = batch if pool is None else concatenate(pool, batch)
+        _, first = np.unique(pool.text, return_index=True)
         first.sort()
-        texts, answers = texts[first], answers[first]
-        if len(texts) >= n:
-            return Problems(texts[:n], answers[:n])
-    raise AdderError(f"found only {len(texts)} distinct problems of the {n} asked for after {max_rounds} rounds of sampling")
+        pool = pool.take(first)
+        if len(pool) >= n:
+            return pool.take(np.arange(n))
+    raise AdderError(f"found only {len(pool)} distinct problems of the {n} asked for after {max_rounds} rounds of sampling")
 
 
 def split_problems(task: Task, seed: int) -> dict[str, Problems]:
@@ -248,9 +349,12 @@ def overlap(train: Problems, other: Problems) -> float:
 
 
 def write_csv(problems: Problems, path: Path) -> str:
-    """Writes problems as CSV and returns the sha256 of the bytes written."""
+    """Writes problems as CSV (with a steps column where they have steps) and returns the sha256 of the bytes written."""
     lines = np.char.add(np.char.add(problems.text, ","), problems.answer.astype(str))
-    data = (HEADER + "\n" + "\n".join(lines.tolist()) + "\n").encode()
+    header = HEADER
+    if problems.steps is not None:
+        lines, header = np.char.add(np.char.add(lines, ","), problems.steps), STEPS_HEADER
+    data = (header + "\n" + "\n".join(lines.tolist()) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
@@ -261,8 +365,11 @@ def read_csv(path: Path) -> Problems:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise AdderError(f"missing dataset {path}; run `adder generate` (or `dvc repro`) first") from None
-    if not lines or lines[0] != HEADER:
-        raise AdderError(f"{path}: not an adder dataset (expected header {HEADER!r})")
+    if not lines or lines[0] not in (HEADER, STEPS_HEADER):
+        raise AdderError(f"{path}: not an adder dataset (expected header {HEADER!r} or {STEPS_HEADER!r})")
     rows = np.array(lines[1:], dtype=str)
-    text, answer = np.char.partition(rows, ",")[:, [0, 2]].T if len(rows) else (rows, rows)
-    return Problems(text.astype(str), answer.astype(np.int64))
+    text, rest = np.char.partition(rows, ",")[:, [0, 2]].T if len(rows) else (rows, rows)
+    if lines[0] == HEADER:
+        return Problems(text.astype(str), rest.astype(np.int64))
+    answer, steps = np.char.partition(rest, ",")[:, [0, 2]].T if len(rows) else (rows, rows)
+    return Problems(text.astype(str), answer.astype(np.int64), steps.astype(str))

@@ -141,9 +141,9 @@ class Trained:
 def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problems, seed: int,
           on_epoch: EpochHook | None = None) -> Trained:
     seed_everything(seed)
-    codec = make_codec(exp, Limits.of(task))
+    codec = make_codec(exp, Limits.of(task), train_split)
     indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed))
-    stream = EpochBatches(*codec.training_pair(train_split.text, train_split.answer), indices, exp.batch_size)
+    stream = EpochBatches(*codec.training_pair(train_split.text, train_split.answer, train_split.steps), indices, exp.batch_size)
     steps = stream.steps
     with replicas(exp, indices.shape[1]) as n:
         # Keras cannot run several steps per call on several replicas.

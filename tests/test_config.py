@@ -240,3 +240,20 @@ def test_eval_lengths_need_a_length_agnostic_model():
     params = raw()
     params["experiments"]["seed-seq2seq"]["eval_lengths"] = [20]
     assert "eval_lengths needs a length-agnostic model" in error_of(params)
+
+
+def test_unknown_answer_framing_lists_the_framings():
+    params = raw()
+    params["experiments"]["ops-transformer"]["answer"] = "backwards"
+    message = error_of(params)
+    assert message.startswith("params.yaml: experiments.ops-transformer.answer:")
+    assert "'plain', 'reversed' or 'steps'" in message and "'backwards'" in message
+
+
+@pytest.mark.parametrize("answer", ["steps", "plain"])
+def test_answer_framing_needs_a_decoder(answer):
+    params = raw()
+    params["experiments"]["seed-seq2seq"]["answer"] = answer
+    message = error_of(params)
+    assert message.startswith("params.yaml: experiments.seed-seq2seq: answer: ")
+    assert f"answer: {answer} needs a decoder that writes answers of any length (attention or transformer)" in message

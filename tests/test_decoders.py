@@ -68,3 +68,44 @@ def test_token_codec_saves_and_loads_as_itself(tmp_path):
 
     save_codec(TokenCodec(ADD3), tmp_path / "codec.json")
     assert type(load_codec(tmp_path / "codec.json")) is TokenCodec
+
+
+def test_plain_answers_most_significant_first():
+    codec = TokenCodec(ADD3, answer="plain")
+    end = TokenCodec.END
+    assert codec.encode_targets(np.array([1998, 7])).tolist() == [[1, 9, 9, 8, end], [7, end, end, end, end]]
+
+
+OPS = Limits(2, 0, 99, "+-*")
+WORKED = np.array(["47*6=282;47*30=1410;282+1410=1692", ""])
+
+
+def test_steps_targets_reverse_every_number_and_end_with_the_answer():
+    codec = TokenCodec(OPS, answer="steps").sized_for(np.array([1692, -5]), WORKED)
+    assert codec.out_steps == len("47*6=282;47*30=1410;282+1410=1692;1692") + 1
+    targets = codec.encode_targets(np.array([1692, -5]), WORKED)
+    written = "".join(codec.symbols[t] for t in targets[0, :-1])
+    assert written == "74*6=282;74*03=0141;282+0141=2961;2961"
+    assert targets[1].tolist()[:3] == [TokenCodec.MINUS, 5, TokenCodec.END]
+
+
+def test_steps_greedy_decoding_gives_the_answer_and_the_worked_steps():
+    codec = TokenCodec(OPS, answer="steps").sized_for(np.array([1692, -5]), WORKED)
+    targets = codec.encode_targets(np.array([1692, -5]), WORKED)
+
+    class StepsOracle:
+        def predict_on_batch(self, inputs):
+            return np.eye(codec.out_symbols, dtype=np.float32)[targets]
+
+    outputs = codec.infer(StepsOracle(), codec.encode_inputs(np.array(["47*36", "3-8"])))
+    assert codec.decode(outputs).tolist() == ["1692", "-5"]
+    assert codec.worked(outputs).tolist() == WORKED.tolist()
+    assert codec.writes_steps and not TokenCodec(OPS).writes_steps
+
+
+def test_steps_codec_saves_and_loads_with_its_length(tmp_path):
+    from pipeline.codec import load_codec, save_codec
+
+    codec = TokenCodec(OPS, answer="steps").sized_for(np.array([1692]), WORKED[:1])
+    save_codec(codec, tmp_path / "codec.json")
+    assert load_codec(tmp_path / "codec.json") == codec

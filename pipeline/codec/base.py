@@ -28,8 +28,18 @@ class Checked:
     def check(self, expression: str) -> str:
         return self.limits.check(expression)
 
-    def training_pair(self, texts, answers) -> tuple:
+    def training_pair(self, texts, answers, steps=None) -> tuple:
+        """(inputs, targets) for training; steps (worked steps) matter only to codecs that write them."""
         return self.encode_inputs(texts), self.encode_targets(answers)
 
     def infer(self, model, x) -> np.ndarray:
         return run_batches(model, x)
+
+    @property
+    def writes_steps(self) -> bool:
+        """Whether the model writes worked steps before its answer (see worked())."""
+        return False
+
+    def worked(self, outputs: np.ndarray) -> np.ndarray:
+        """The worked steps in model outputs, ';' between steps; only for codecs that write them."""
+        raise NotImplementedError
