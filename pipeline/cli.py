@@ -68,6 +68,8 @@ def predict(
     model: Annotated[Optional[str], typer.Option(help="experiment name, model folder or MLflow model URI "
                                                       "[default: the best trained sequence model]")] = None,
     file: Annotated[Optional[str], typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
+    steps: Annotated[bool, typer.Option("--steps", help="the model's worked steps under each answer "
+                                                       "(a model trained with answer: steps)")] = False,
 ) -> None:
     """Answer an expression, or every line of --file, with a trained model."""
     from pipeline.config import project_root
@@ -77,8 +79,12 @@ def predict(
         raise AdderError("give one EXPRESSION or --file (not both)")
     lines = [expression] if file is None else read_lines(file)
     predictor = load_predictor(project_root(), model)
+    if steps and not predictor.codec.writes_steps:
+        raise AdderError(f"--steps: {predictor.source} was trained without worked steps; "
+                         "use a model trained with answer: steps")
     checked = [check(predictor, line) for line in lines]
-    answers = iter(predictor.answer([c for c in checked if isinstance(c, str)]))
+    answers = iter(with_steps(predictor, [c for c in checked if isinstance(c, str)]) if steps else
+                   predictor.answer([c for c in checked if isinstance(c, str)]))
     bad = 0
     for number, item in enumerate(checked, 1):
         if isinstance(item, AdderError):
@@ -89,6 +95,15 @@ def predict(
         sys.stdout.write("\n".join("" if isinstance(c, AdderError) else next(answers) for c in checked) + "\n")
     if bad:
         raise typer.Exit(AdderError.exit_code)
+
+
+def with_steps(predictor, expressions: list[str]) -> list[str]:
+    """Each answer with the model's worked steps under it, one step a line, indented."""
+    from pipeline.evaluate import predict_worked
+
+    answers, worked = predict_worked(predictor.model, predictor.codec, expressions)
+    return ["\n".join([answer, *(f"  {step}" for step in steps.split(";") if step)])
+            for answer, steps in zip(answers.tolist(), worked.tolist())]
 
 
 def check(predictor, line: str) -> str | AdderError:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.breakdown import BREAKDOWNS, group_order
 from pipeline.config import Params
+from pipeline.studies import seeds_section, studies_section
 
 COLUMNS = ("experiment", "task", "model", "encoding", "exact match", "char accuracy", "RMSE", "train s", "parameters",
            "test problems", "test seen in training")
@@ -32,8 +33,9 @@ def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
             cell(m.get("overlap_test"), ".0%"),
         ]) + " |")
     sections = [breakdown_table(name, metrics) for name in BREAKDOWNS]
-    return ("# Experiments\n\nExact match: the whole answer right, on the test split.\n\n" + "\n".join(lines) + "\n"
-            + "".join(section for section in sections if section))
+    return ("# Experiments\n\nExact match: the whole answer right, on the test split (the mean over seeds where an "
+            "experiment has several).\n\n" + "\n".join(lines) + "\n" + studies_section(params, metrics)
+            + seeds_section(params, metrics) + "".join(section for section in sections if section))
 
 
 def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:

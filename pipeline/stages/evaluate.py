@@ -41,7 +41,7 @@ def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
 def evaluate_one(exp_name: str, params: Params) -> dict:
     """metrics/<experiment>.json (the headline figures) and evaluation/<experiment>.json (those plus
     sizes, timings, breakdowns and the learning curve); adds test metrics and samples to the training run."""
-    from pipeline.evaluate import length_generalisation, predict_answers, score
+    from pipeline.evaluate import length_generalisation, predict_answers, predict_worked, score
 
     root = project_root()
     exp = params.experiment(exp_name)
@@ -50,7 +50,9 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     run = json.loads((folder / "run.json").read_text())
     test = problems.read_csv(root / "data" / exp.task / "test.csv")
     summary = json.loads((root / "data" / exp.task / "summary.json").read_text())
-    predicted = predict_answers(model, codec, test.text)
+    # A model that writes worked steps: scored on its answers, its steps broken down.
+    predicted, worked = (predict_worked(model, codec, test.text) if codec.writes_steps else
+                         (predict_answers(model, codec, test.text), None))
     metrics = {
         **score(predicted, test.answer, codec),
         "train_seconds": run["train_seconds"],
@@ -61,7 +63,7 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     }
     lengths = length_generalisation(model, codec, exp.eval_lengths, codec.limits.terms, params.seed)
     metrics.update({f"exact_match_{n}_digits": value for n, value in lengths.items()})
-    split = breakdowns(test.text, test.answer, predicted)
+    split = breakdowns(test.text, test.answer, predicted, test.steps, worked)
     write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
     history = pd.read_csv(folder / "history.csv")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
