@@ -1,5 +1,7 @@
 """Exact match broken down by what makes a problem hard: how many terms, how long the operands, which
-operations, how many carries or borrows, how long the answer. Pure functions of problem text and predictions."""
+operations, how many carries or borrows, how long the answer; for models that write worked steps, where
+their steps first go wrong and how often each kind of step is right. Pure functions of problem text,
+worked steps and predictions."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import numpy as np
 
 from pipeline.expressions import OPERATION_NAMES, OPERATIONS, parse
 
-BREAKDOWNS = ("terms", "digits", "operation", "brackets", "carries", "answer_length")
+BREAKDOWNS = ("terms", "digits", "operation", "brackets", "carries", "answer_length", "first_wrong_step", "step_kind")
 NOT_COUNTED = "n/a"  # carries are counted for sums, borrows for one subtraction; not for the rest
+STEP_SEPARATOR = ";"
 
 
 def column_carries(operands: list[int]) -> int:
@@ -51,21 +54,55 @@ def features(text: str, answer: int) -> dict[str, str]:
 
 
 def group_order(group: str) -> tuple:
-    return (0, int(group), "") if group.isdigit() else (1, 0, group)
+    return (0, int(group), "") if group.isdigit() else (1, 0, group) if group != "none" else (2, 0, group)
 
 
-def breakdowns(texts, answers, predicted) -> dict[str, dict[str, dict[str, float]]]:
-    """{breakdown: {group: {"count": n, "exact_match": fraction right}}}, groups in natural order."""
-    answers = np.asarray(answers)
-    right = np.asarray(predicted).astype(str) == answers.astype(str)
+def step_kind(step: str) -> str:
+    """product (47*6=282), sum (282+1410=1692) or reduction (the expression after one operation: 19*3-40)."""
+    left, equals, _ = step.partition("=")
+    return ("product" if "*" in left else "sum") if equals else "reduction"
+
+
+def first_wrong(expected: list[str], written: list[str]) -> str:
+    """The number of the first step written wrong (1 = the first), 'answer' when only the final answer is
+    wrong, 'none' when all is right: both lists end with the answer."""
+    for i, step in enumerate(expected):
+        if i >= len(written) or written[i] != step:
+            return "answer" if i == len(expected) - 1 else str(i + 1)
+    return "none" if len(written) == len(expected) else "answer"
+
+
+def step_features(answer: str, steps: str, predicted: str, worked: str) -> tuple[str, list[tuple[str, bool]]]:
+    """A problem's first wrong step, and each of its steps' kind and whether it was written right."""
+    expected = [*(steps.split(STEP_SEPARATOR) if steps else []), answer]
+    written = [*(worked.split(STEP_SEPARATOR) if worked else []), predicted]
+    kinds = [(step_kind(step), i < len(written) - 1 and written[i] == step) for i, step in enumerate(expected[:-1])]
+    return first_wrong(expected, written), kinds
+
+
+def grouped(groups: np.ndarray, right: np.ndarray) -> dict[str, dict[str, float]]:
+    return {group: {"count": int((groups == group).sum()), "exact_match": float(right[groups == group].mean())}
+            for group in sorted(set(groups.tolist()), key=group_order)}
+
+
+def breakdowns(texts, answers, predicted, steps=None, worked=None) -> dict[str, dict[str, dict[str, float]]]:
+    """{breakdown: {group: {"count": n, "exact_match": fraction right}}}, groups in natural order. With the
+    worked steps expected and written (a model that writes steps): first_wrong_step (exact match of the
+    answer among the problems whose steps first go wrong there) and step_kind (steps of each kind written
+    right, out of all steps of that kind)."""
+    answers = np.asarray(answers).astype(str)
+    predicted = np.asarray(predicted).astype(str)
+    right = predicted == answers
     rows = [features(t, int(a)) for t, a in zip(np.asarray(texts).tolist(), answers.tolist())]
-    result = {}
-    for name in BREAKDOWNS:
-        groups = np.array([row[name] for row in rows], dtype=str)
-        result[name] = {
-            group: {"count": int((groups == group).sum()), "exact_match": float(right[groups == group].mean())}
-            for group in sorted(set(groups.tolist()), key=group_order)
-        }
+    result = {name: grouped(np.array([row[name] for row in rows], dtype=str), right)
+              for name in BREAKDOWNS if name in rows[0]} if rows else {}
+    if steps is not None and worked is not None:
+        per_problem = [step_features(*row) for row in zip(answers.tolist(), np.asarray(steps).tolist(),
+                                                          predicted.tolist(), np.asarray(worked).tolist())]
+        result["first_wrong_step"] = grouped(np.array([first for first, _ in per_problem], dtype=str), right)
+        kinds = [kind for _, problem_kinds in per_problem for kind in problem_kinds]
+        if kinds:
+            result["step_kind"] = grouped(np.array([k for k, _ in kinds], dtype=str), np.array([r for _, r in kinds]))
     return result
 
 

@@ -17,6 +17,15 @@ def predict_answers(model, codec: Codec, texts) -> np.ndarray:
     return codec.decode(codec.infer(model, codec.encode_inputs(texts)))
 
 
+def predict_worked(model, codec: Codec, texts) -> tuple[np.ndarray, np.ndarray]:
+    """Answers and the worked steps the model wrote before them (';' between steps), for a codec that
+    writes steps."""
+    if len(texts) == 0:
+        return np.empty(0, dtype=str), np.empty(0, dtype=str)
+    outputs = codec.infer(model, codec.encode_inputs(texts))
+    return codec.decode(outputs), codec.worked(outputs)
+
+
 def exact_match(predicted: np.ndarray, answers: np.ndarray) -> float:
     """Fraction of problems whose whole answer is right."""
     return float(np.mean(predicted == np.asarray(answers).astype(str)))

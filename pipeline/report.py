@@ -15,7 +15,9 @@ COLUMNS = ("experiment", "task", "model", "encoding", "exact match", "char accur
            "test problems", "test seen in training")
 TITLES = {"terms": "number of terms", "digits": "digits of the longest operand", "operation": "operation",
           "brackets": "brackets", "carries": "carries (sums) or borrows (one subtraction)",
-          "answer_length": "answer length (characters)"}
+          "answer_length": "answer length (characters)",
+          "first_wrong_step": "first wrong step (answer: only the final answer wrong; none: all right)",
+          "step_kind": "kind of worked step (steps written right)"}
 
 
 def cell(value: float | None, fmt: str) -> str:

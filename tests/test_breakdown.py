@@ -35,7 +35,7 @@ def test_breakdowns_by_hand():
     answers = [3, 18, 15, -2, 16, 20]
     predicted = ["3", "17", "15", "-2", "16", "21"]
     result = breakdowns(texts, answers, predicted)
-    assert list(result) == list(BREAKDOWNS)
+    assert list(result) == list(BREAKDOWNS[:6])  # the step breakdowns need worked steps
     assert result["operation"] == {"add": {"count": 3, "exact_match": pytest.approx(2 / 3)},
                                    "mul": {"count": 2, "exact_match": 0.5},
                                    "sub": {"count": 1, "exact_match": 1.0}}
@@ -59,3 +59,21 @@ def test_rows_and_metric_names():
     metrics = breakdown_metrics(result)
     assert metrics["test_exact_match/operation/add"] == 1.0
     assert metrics["test_exact_match/carries/n_a"] == 0.0  # MLflow metric names take no '/' inside a group
+
+
+def test_step_breakdowns_by_hand():
+    texts = ["47*36", "(12+7)*3-40", "(12+7)*3-40", "12+50", "12+50"]
+    answers = [1692, 17, 17, 62, 62]
+    steps = ["47*6=282;47*30=1410;282+1410=1692", "19*3-40;57-40", "19*3-40;57-40", "", ""]
+    worked = ["47*6=282;47*30=1400;282+1400=1682", "19*3-40;57-40", "19*3-40;57-40;17", "", ""]
+    predicted = ["1682", "17", "17", "62", "61"]
+    result = breakdowns(texts, answers, predicted, steps, worked)
+    assert list(result) == list(BREAKDOWNS)
+    # 47*36 goes wrong at its second step; one 12+50 only at its answer; the extra step of the third
+    # problem stands where its answer should.
+    assert result["first_wrong_step"] == {"2": {"count": 1, "exact_match": 0.0},
+                                          "answer": {"count": 2, "exact_match": 0.5},
+                                          "none": {"count": 2, "exact_match": 1.0}}
+    assert result["step_kind"] == {"product": {"count": 2, "exact_match": 0.5},
+                                   "reduction": {"count": 4, "exact_match": 1.0},
+                                   "sum": {"count": 1, "exact_match": 0.0}}
