@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -161,7 +162,12 @@ def retrain_report(
                f"experiments with changed metrics: {len(c.metrics)}")
 
 
+def interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt  # so that SIGTERM ends a command as Ctrl-C does: its MLflow run marked KILLED
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         app()
     except AdderError as e:

@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.codec import Codec, NumberCodec, codec_of, load_codec
 from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers
+from pipeline.model_folder import verified
 
 
 @dataclass
@@ -27,12 +28,18 @@ class Predictor:
 
 def best_sequence_experiment(root: Path) -> str:
     """The trained sequence experiment with the highest test exact match; on a tie, the one
-    trained on the widest operands (so '12+50' does not go to a model of 1..10)."""
+    trained on the widest operands (so '12+50' does not go to a model of 1..10). A folder whose
+    codec does not load is passed over: it fails with its own message when named."""
     scored = []
     for path in sorted((root / "metrics").glob("*.json")):
         codec_file = root / "models" / path.stem / "codec.json"
-        if codec_file.is_file() and not isinstance(codec := load_codec(codec_file), NumberCodec):
-            scored.append((json.loads(path.read_text()).get("exact_match", 0.0), codec.limits.high, path.stem))
+        try:
+            codec = read_codec(codec_file) if codec_file.is_file() else None
+            exact_match = json.loads(path.read_text()).get("exact_match", 0.0)
+        except (AdderError, ValueError):
+            continue
+        if codec is not None and not isinstance(codec, NumberCodec):
+            scored.append((exact_match, codec.limits.high, path.stem))
     if not scored:
         raise AdderError("no trained sequence model yet; run `make run` (or `dvc repro`) first, or pass --model")
     return max(scored)[-1]
@@ -54,14 +61,29 @@ def load_predictor(root: Path, model: str | None) -> Predictor:
 
 
 def load_trained(folder: Path) -> tuple:
-    """The Keras model and codec that `adder train` saved in folder."""
+    """The Keras model and codec that `adder train` published in folder, once its files are checked
+    against run.json; AdderError naming the file if one is corrupt."""
+    verified(folder)
+    return load_keras(folder / "model.keras"), read_codec(folder / "codec.json")
+
+
+def load_keras(path: Path):
     import keras
 
     import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
 
-    if not (folder / "model.keras").is_file():
-        raise AdderError(f"no trained model in {folder}; run `dvc repro` (or `adder train`) first")
-    return keras.models.load_model(folder / "model.keras", compile=False), load_codec(folder / "codec.json")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # a truncated or foreign file fails in any of zipfile, h5py, json or Keras itself
+        raise AdderError(f"{path} is not a Keras model that loads ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else 'no detail'})") from None
+
+
+def read_codec(path: Path) -> Codec:
+    try:
+        return load_codec(path)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:  # truncated JSON, or not a codec's
+        raise AdderError(f"{path} is not a codec that loads ({type(e).__name__}); retrain the model") from None
 
 
 def load_from_mlflow(uri: str) -> Predictor:
@@ -76,7 +98,7 @@ def load_from_mlflow(uri: str) -> Predictor:
     except mlflow.exceptions.MlflowException as e:
         raise AdderError(f"cannot load {uri}: {str(e).splitlines()[0]}") from None
     if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec as saved
-        return Predictor(*load_trained(local / "artifacts"), uri)
+        return Predictor(load_keras(local / "artifacts" / "model.keras"), read_codec(local / "artifacts" / "codec.json"), uri)
     codec = mlflow.models.Model.load(str(local)).metadata or {}
     if "codec" not in codec:
         raise AdderError(f"{uri} is not an adder model (no codec in its metadata)")

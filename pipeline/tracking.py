@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import warnings
@@ -215,6 +216,58 @@ def training_run(root: Path, exp_name: str, params: Params) -> tuple[str, dict[s
     return run_name(exp_name, changes), tags
 
 
+# --- runs whose process died: found by the pid and host a run is tagged with while a process works on it
+
+PID, HOST, TRAINED = "adder.pid", "adder.host", "adder.trained"  # TRAINED: "<status> <end time>" while resumed
+
+
+def process_tags() -> dict[str, str]:
+    """Which process is working on a run, so that the next one can tell whether it died."""
+    return {PID: str(os.getpid()), HOST: socket.gethostname()}
+
+
+def died(tags: dict[str, str]) -> bool:
+    """Whether the process a RUNNING run is tagged with is gone: only a process on this host can tell."""
+    if tags.get(HOST) != socket.gethostname() or not tags.get(PID, "").isdigit():
+        return False
+    pid = int(tags[PID])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def end_dead_runs(exp_name: str) -> list[str]:
+    """Ends the runs of exp_name left RUNNING by a process that died (kill -9, a crash, a lost machine):
+    one killed in training as KILLED, one killed while evaluate had resumed it as training had left it.
+    Returns what it did, one line per run."""
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(RUNS)
+    if experiment is None:
+        return []
+    ended = []
+    for run in client.search_runs([experiment.experiment_id], max_results=1000,
+                                  filter_string=f"params.experiment = '{exp_name}' and attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if not died(tags):
+            continue
+        if TRAINED in tags:  # trained, then killed while being scored: its training's status and end stand
+            status, end_time = tags[TRAINED].split()
+            client.set_terminated(run.info.run_id, status=status, end_time=int(end_time))
+            client.set_tag(run.info.run_id, "adder.interrupted", "evaluate")
+        else:
+            client.set_terminated(run.info.run_id, status="KILLED")
+            status = "KILLED"
+        ended.append(f"MLflow run {run.info.run_id} of {exp_name} was left RUNNING by process {tags[PID]}, "
+                     f"which died; marked {status}")
+    return ended
+
+
 @contextmanager
 def resume_run(run_id: str):
     """Reopens the run that training started, so one run holds an experiment's whole story. Its status and
@@ -229,10 +282,13 @@ def resume_run(run_id: str):
                          "dvc repro --force train@<experiment>") from None
     try:
         with mlflow.start_run(run_id=run_id) as run:
+            if trained.end_time:
+                mlflow.set_tags({**process_tags(), TRAINED: f"{trained.status} {trained.end_time}"})
             yield run
     finally:
         if trained.end_time:
             client.set_terminated(run_id, status=trained.status, end_time=trained.end_time)
+            client.delete_tag(run_id, TRAINED)
 
 
 def log_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -470,14 +526,14 @@ def best_champion() -> str:
 def served_model_uri(root: Path, model: str | None) -> str:
     """MODEL as an MLflow URI of a string-answering model: a URI as given, an experiment's logged pyfunc,
     else a task's (or registered model's) champion; raises AdderError if no such model loads."""
-    import json
-
     if model is None:
         uri = best_champion()
     elif ":/" in model:
         uri = model
-    elif (run_file := root / "models" / model / "run.json").is_file():
-        uri = json.loads(run_file.read_text()).get("serving_uri")
+    elif (root / "models" / model / "run.json").is_file():
+        from pipeline.model_folder import verified
+
+        uri = verified(root / "models" / model).get("serving_uri")  # the run that logged exactly these files
         if uri is None:
             raise AdderError(f"experiment {model!r} has no served model: only sequence models answer strings")
     else:

@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pipeline import backend, problems, tracking
+from pipeline import backend, model_folder, problems, tracking
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.config import Params, load_params, project_root
 from pipeline.predict import load_trained
@@ -35,6 +35,8 @@ def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     tracking.connect(project_root())  # so does an unreachable tracking server
     backend.use(params.backend)  # and a backend that is not installed
     for name in names:
+        for line in tracking.end_dead_runs(name):  # a training or an evaluate of it killed: say so in MLflow too
+            print(line, flush=True)
         yield name, evaluate_one(name, params)
 
 
@@ -46,8 +48,8 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     root = project_root()
     exp = params.experiment(exp_name)
     folder = root / "models" / exp_name
-    model, codec = load_trained(folder)
-    run = json.loads((folder / "run.json").read_text())
+    model, codec = load_trained(folder)  # checked against run.json: the run that logged exactly these files
+    run = model_folder.verified(folder)
     test = problems.read_csv(root / "data" / exp.task / "test.csv")
     summary = json.loads((root / "data" / exp.task / "summary.json").read_text())
     # A model that writes worked steps: scored on its answers, its steps broken down.
@@ -64,11 +66,22 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     lengths = length_generalisation(model, codec, exp.eval_lengths, codec.limits.terms, params.seed)
     metrics.update({f"exact_match_{n}_digits": value for n, value in lengths.items()})
     split = breakdowns(test.text, test.answer, predicted, test.steps, worked)
-    write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
     history = pd.read_csv(folder / "history.csv")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    # MLflow first: if the run is gone or the server fails, no file says this experiment was scored.
+    registry = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split)
+    write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
     write_json({**metrics, "breakdown": split, "history": history.to_dict("records")},
                root / "evaluation" / f"{exp_name}.json")
+    return {**metrics, "breakdown": split, "registry": registry}
+
+
+def log_and_register(exp_name: str, params: Params, run: dict, test, summary: dict, predicted, metrics: dict,
+                     split: dict) -> dict:
+    """Adds the test figures and samples to the training run; registers a sequence model and decides on its
+    champion. Returns the decision ({} for a model that is not registered)."""
+    root = project_root()
+    exp = params.experiment(exp_name)
     registry = {}
     with tracking.resume_run(run["run_id"]):
         # Logged against the test split and the run's models, which the UI then shows them with.
@@ -86,4 +99,4 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
             registry = tracking.register_and_crown(exp.task, run["serving_uri"], run["run_id"], metrics["exact_match"],
                                                    summary["splits"]["test"]["sha256"],
                                                    {"experiment": exp_name, "model": exp.model, "framing": exp.framing})
-    return {**metrics, "breakdown": split, "registry": registry}
+    return registry
