@@ -13,6 +13,7 @@ from pipeline import backend, model_folder, problems, tracking
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.config import Params, load_params, project_root
 from pipeline.predict import load_trained
+from pipeline.seeds import log_seed_runs, over_seeds, per_seed
 from pipeline.stages.files import write_json
 
 SAMPLE_ROWS = 50
@@ -70,8 +71,12 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     # MLflow first: if the run is gone or the server fails, no file says this experiment was scored.
     registry = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split)
+    seeds = per_seed(folder, run, params.seeds_of(exp_name)[0], test, predicted, metrics)
+    if len(seeds) > 1:  # the chosen seed's figures above, registered; from here on the figures over seeds
+        metrics.update(over_seeds(seeds))
+        log_seed_runs(folder, run, seeds, headline(over_seeds(seeds)))
     write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
-    write_json({**metrics, "breakdown": split, "history": history.to_dict("records")},
+    write_json({**metrics, "per_seed": seeds, "breakdown": split, "history": history.to_dict("records")},
                root / "evaluation" / f"{exp_name}.json")
     return {**metrics, "breakdown": split, "registry": registry}
 

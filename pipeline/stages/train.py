@@ -12,6 +12,8 @@ import pandas as pd
 from pipeline import backend, model_folder, problems, tracking
 from pipeline.codec import NumberCodec, codec_spec, save_codec
 from pipeline.config import load_params, project_root
+from pipeline.seeds import chosen_seed, seed_folder
+from pipeline.stats import aggregate
 from pipeline.serving import log_serving_model
 from pipeline.stages.files import write_rows
 
@@ -44,7 +46,8 @@ def train(exp_name: str) -> dict:
     out = root / "models" / exp_name
     staging = model_folder.staging_folder(out)  # published as `out` only once complete: see model_folder
     try:
-        info = train_into(staging, exp_name, params, train_split, val_split, fit)
+        several = len(params.seeds_of(exp_name)) > 1
+        info = (train_seeds if several else train_into)(staging, exp_name, params, train_split, val_split, fit)
         model_folder.publish(staging, info, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -62,22 +65,26 @@ def ended_if_interrupted():
         raise
 
 
-def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit) -> dict:
+def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit, seed: int | None = None) -> dict:
     """Trains, writes the model's files into folder and logs them as one MLflow run; returns run.json's
-    contents (the run and its logged models)."""
+    contents (the run and its logged models). Under an active run (train_seeds), the run is its child."""
     root = project_root()
     exp = params.experiment(exp_name)
     task = params.tasks[exp.task]
     data = root / "data" / exp.task
     run_name, tags = tracking.training_run(root, exp_name, params)  # named after its DVC experiment in a sweep
-    with mlflow.start_run(run_name=run_name, tags={**tags, **tracking.process_tags()}) as run, ended_if_interrupted():
-        mlflow.log_params({"experiment": exp_name, "seed": params.seed, "backend": params.backend,
+    seed = params.seeds_of(exp_name)[0] if seed is None else seed
+    child = mlflow.active_run() is not None
+    with (mlflow.start_run(run_name=f"{run_name} seed {seed}" if child else run_name, nested=child,
+                           tags={**tags, **tracking.process_tags()}) as run, ended_if_interrupted()):
+        mlflow.log_params({"experiment": exp_name, "seed": seed, "backend": params.backend,
                            **exp.model_dump(exclude={"description"}),
                            **{f"task.{k}": v for k, v in task.model_dump().items()}})
         for rows, split, context in ((train_split, "train", "training"), (val_split, "val", "validation")):
             frame = pd.DataFrame({"problem": rows.text, "answer": rows.answer})
             tracking.log_dataset(frame, root, data / f"{split}.csv", context)
-        trained = fit(exp, task, train_split, val_split, params.seed, on_epoch=progress(exp_name, exp.epochs))
+        trained = fit(exp, task, train_split, val_split, seed,
+                      on_epoch=progress(f"{exp_name} seed {seed}" if child else exp_name, exp.epochs))
         trained.model.save(folder / "model.keras")
         save_codec(trained.codec, folder / "codec.json")
         write_rows(trained.history, folder / "history.csv")
@@ -89,3 +96,29 @@ def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit)
                    {"serving_uri": log_serving_model([(exp_name, folder, None)], train_split.text[0], params.backend)})
     return {"run_id": run.info.run_id, "model_uri": model_uri, **serving, "train_seconds": trained.train_seconds,
             "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to}
+
+
+def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit) -> dict:
+    """Trains exp_name under each of its seeds into folder/seeds/<seed>/, each a child run of one parent run
+    that holds the spread; copies the seed chosen on validation into folder itself (pipeline.seeds).
+    Returns run.json's contents: the chosen seed's, with the parent run and every seed."""
+    exp = params.experiment(exp_name)
+    run_name, tags = tracking.training_run(project_root(), exp_name, params)
+    with mlflow.start_run(run_name=run_name, tags={**tags, **tracking.process_tags()}) as parent, ended_if_interrupted():
+        mlflow.log_params({"experiment": exp_name, "backend": params.backend, **exp.model_dump(exclude={"description"}),
+                           **{f"task.{k}": v for k, v in params.tasks[exp.task].model_dump().items()}})
+        runs, val = {}, {}
+        for seed in params.seeds_of(exp_name):
+            out = seed_folder(folder, seed)
+            staging = model_folder.staging_folder(out)
+            runs[seed] = train_into(staging, exp_name, params, train_split, val_split, fit, seed)
+            val[seed] = float(pd.read_csv(staging / "history.csv")["val_exact_match"].iloc[-1])
+            model_folder.publish(staging, runs[seed], out)
+        chosen = chosen_seed(val)
+        for name in model_folder.FILES:
+            shutil.copy2(seed_folder(folder, chosen) / name, folder / name)
+        spread = aggregate(list(val.values()))
+        mlflow.log_metrics({"chosen_seed": chosen, "train_seconds": sum(r["train_seconds"] for r in runs.values()),
+                            **{f"val_exact_match_{k}": spread[k] for k in ("mean", "min", "max", "low", "high")}})
+    return {**runs[chosen], "parent_run_id": parent.info.run_id, "seeds": list(val), "chosen_seed": chosen,
+            "val_exact_match": val}
