@@ -46,7 +46,7 @@ def test_unknown_experiment_and_task_lookups():
     params = parse_params(raw())
     with pytest.raises(AdderError, match="unknown experiment 'nope'; known: mapping-naive_lstm"):
         params.experiment("nope")
-    with pytest.raises(AdderError, match="unknown task 'nope'; known: mapping, seed, add3"):
+    with pytest.raises(AdderError, match="unknown task 'nope'; known: mapping, seed, add2, add3"):
         params.task("nope")
 
 
