@@ -93,7 +93,7 @@ def test_experiment_with_unknown_task():
     params["experiments"]["seed-seq2seq"]["task"] = "nope"
     message = error_of(params)
     assert "'nope' is not a task" in message
-    assert "known: mapping, seed, add3" in message
+    assert "known: mapping, seed, add2, add3" in message
 
 
 def test_experiment_with_unknown_task_names_full_key_path():
