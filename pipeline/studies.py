@@ -58,8 +58,10 @@ def study_sentence(params: Params, study: str, results: dict[str, dict]) -> str:
 
 
 def studies_section(params: Params, results: dict[str, dict]) -> str:
-    if not params.studies:
+    # Studies whose experiments were all scored (compare scores every one; a partial set is a test's).
+    scored = [study for study, names in params.studies.items() if all(name in results for name in names)]
+    if not scored:
         return ""
-    sentences = [study_sentence(params, study, results) for study in params.studies]
+    sentences = [study_sentence(params, study, results) for study in scored]
     return (f"\n## Studies\n\nEach study changes one setting of its first experiment. Interval: {METHOD}; "
             "a difference is real when its interval excludes zero.\n\n" + "\n".join(sentences) + "\n")

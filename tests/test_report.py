@@ -17,21 +17,22 @@ def metrics(exact: float, breakdown: dict | None = None) -> dict:
 
 OPS = {"operation": {"add": {"count": 5, "exact_match": 1.0}, "mul": {"count": 5, "exact_match": 0.25}},
        "terms": {"2": {"count": 10, "exact_match": 0.6}}}
-ROWS = {"add3-seq2seq-onehot": metrics(0.5), "ops-transformer": metrics(0.6, OPS), "mapping-naive_mlp": {"rmse": 0.0, "exact_match": 1.0}}
+ROWS = {"add2-seq2seq-onehot": metrics(0.5), "ops-transformer": metrics(0.6, OPS), "mapping-naive_mlp": {"rmse": 0.0, "exact_match": 1.0}}
 
 
 def test_framing():
-    assert PARAMS.experiment("add3-seq2seq-onehot").framing == "onehot"
-    assert PARAMS.experiment("add3-seq2seq-integer_reversed").framing == "integer, reversed"
+    assert PARAMS.experiment("add2-seq2seq-onehot").framing == "onehot"
+    assert PARAMS.experiment("add2-seq2seq-integer").framing == "integer"
+    assert PARAMS.experiment("add2-seq2seq-reversed").framing == "onehot, reversed"
     assert PARAMS.experiment("mapping-naive_mlp").framing == "numbers"
-    exp = PARAMS.experiment("add3-seq2seq-onehot").model_copy(update={"padding": "per_term", "mask": True})
+    exp = PARAMS.experiment("add2-seq2seq-onehot").model_copy(update={"padding": "per_term", "mask": True})
     assert exp.framing == "onehot, per-term padding, masked"
 
 
 def test_table_rows_and_breakdowns():
     table = comparison_table(PARAMS, ROWS)
     assert "| experiment | task | model | encoding | exact match | char accuracy | RMSE | train s | parameters |" in table
-    assert "| add3-seq2seq-onehot | add3 | seq2seq | onehot | 50.00% | 90.00% | – | 12.5 | 1,234 | 100 | 0% |" in table
+    assert "| add2-seq2seq-onehot | add2 | seq2seq | onehot | 50.00% | 90.00% | – | 12.5 | 1,234 | 100 | 0% |" in table
     assert "| mapping-naive_mlp | mapping | naive_mlp | numbers | 100.00% | – | 0.000 |" in table
     # only breakdowns with two or more groups get a table
     assert "## Exact match by operation\n\n| experiment | add | mul |\n|---|---|---|\n| ops-transformer | 100.0% | 25.0% |" in table

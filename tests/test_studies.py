@@ -144,3 +144,13 @@ def test_the_report_writes_one_sentence_per_study_and_a_row_per_seeded_experimen
     b = correct_matrix("add3-seq2seq-b", evaluations["add3-seq2seq-b"]).mean(axis=1)
     assert f"| add3-seq2seq-b | 1, 2, 3 | {b.mean():.2%} | {b.min():.2%} | {b.max():.2%} |" in table
     assert table.count("\n| add3-") == 3
+
+
+def test_a_study_missing_an_experiment_s_results_is_left_out():
+    raw = params_with({"add3-seq2seq-b": {**BASE, "mask": True}}, {"masking": ["add3-seq2seq-a", "add3-seq2seq-b"]})
+    assert studies_section(parse_params(raw), {"add3-seq2seq-a": evaluation(results([0.5]))}) == ""
+
+
+def test_results_without_per_seed_figures_ask_for_a_new_evaluation():
+    with pytest.raises(AdderError, match=r"evaluation/x.json has no per-seed results; re-run `adder evaluate x`"):
+        correct_matrix("x", {"exact_match": 0.5})
