@@ -471,7 +471,14 @@ def crown(client, name: str, version: str | None, champion: dict | None, exact_m
     if version is None:
         reason += f"; registration is off ({REGISTER}=0)"
     elif wins and promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        settled, displaced = settle_champion(client, name, version, exact_match, test_sha256)
+        if settled["version"] != version:  # a concurrent evaluate's version scored higher, and holds the alias
+            wins, champion = False, settled
+            reason = "not higher than the test exact match of a version crowned meanwhile"
+        elif displaced != champion:  # another moved the alias since it was read: the figures of the one replaced
+            champion = displaced
+            reason = ("no champion yet" if champion is None else "the champion was scored on another test set"
+                      if champion["test_sha256"] != test_sha256 else "higher test exact match")
     elif wins:
         reason += f"; promotion is off ({PROMOTE}=0)"
     outcome = "not registered" if version is None else "kept" if not wins else "promoted" if promote else "held"
@@ -482,6 +489,50 @@ def crown(client, name: str, version: str | None, champion: dict | None, exact_m
     mlflow.set_tags({f"registry.{k}": str(v) for k, v in decision.items() if not k.endswith("exact_match")})
     mlflow.log_metrics({f"registry.{k}": v for k, v in decision.items() if k.endswith("exact_match") and v is not None})
     return decision
+
+
+# Moving the alias is a compare-and-set in effect: MLflow has no atomic one, so an evaluate that wins sets
+# the alias to the best eligible version, then reads back until alias and best agree. Whatever the
+# interleaving of concurrent evaluates, the last one to write also reads last, after every version it
+# could have missed was registered, so the alias ends on the best version.
+SETTLE_TRIES = 20
+
+
+def settle_champion(client, name: str, candidate: str, exact_match: float, test_sha256: str) -> tuple[dict, dict | None]:
+    """Points the alias at the best version scored on this test set (candidate, or one registered with
+    promotion on: not "held") until a read-back agrees; returns the champion it settled on, and the one
+    the last move replaced (None if there was none, or the alias already agreed)."""
+    scores: dict[str, tuple] = {candidate: (exact_match, test_sha256, None)}
+    displaced = champion_of(client, name)
+    for _ in range(SETTLE_TRIES):
+        best = best_version(client, name, test_sha256, scores)
+        current = champion_of(client, name)
+        if current is not None and current["version"] == best:
+            return current, displaced
+        displaced = current
+        client.set_registered_model_alias(name, CHAMPION, best)
+    raise AdderError(f"the champion of {name} kept moving under {SETTLE_TRIES} concurrent changes; evaluate again")
+
+
+def best_version(client, name: str, test_sha256: str, scores: dict) -> str:
+    """The eligible version with the highest test exact match; of equals, the champion, else the first
+    registered (which a sequence of evaluates would have crowned). scores caches each version's figures
+    and decision; the candidate's is there from the start (its decision is still to be made)."""
+    try:
+        champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    ranked = []
+    for version in client.search_model_versions(f"name = '{name}'"):
+        number = str(version.version)
+        if number not in scores:
+            data = client.get_run(version.run_id).data
+            scores[number] = (data.metrics.get("test_exact_match"), data.tags.get("test_sha256"),
+                              data.tags.get("registry.decision"))
+        exact_match, sha256, decision = scores[number]
+        if exact_match is not None and sha256 == test_sha256 and decision != "held":
+            ranked.append((exact_match, number == champion, -int(number), number))
+    return max(ranked)[-1]
 
 
 def registry_decision(client, run_id: str) -> dict | None:

@@ -377,3 +377,81 @@ def test_dvc_remote_shares_a_swept_model_with_a_fresh_clone(sweep, local_server,
     # `make setup` installs DVC's S3 support, which the guide's remote needs.
     doctor = run(["dvc", "doctor"], repo, env)
     assert re.search(r"^\s+s3 \(", doctor.stdout, re.MULTILINE), shown(doctor)
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. concurrent evaluates of one task race for the champion alias
+
+# One evaluate's registration, as `adder evaluate` makes it: a scored run, its logged model, then
+# register_and_crown. Random pauses around every alias read and write (the only thing faked here: the
+# timing) shake the interleaving; the processes, the server and the registry are real.
+CONTENDER = """
+import json, random, sys, time
+import mlflow
+from pipeline import tracking
+
+uri, task, score, start_at, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+random.seed(seed)
+for method in ("get_model_version_by_alias", "set_registered_model_alias", "search_model_versions"):
+    original = getattr(mlflow.MlflowClient, method)
+    def paused(self, *args, _original=original, **kwargs):
+        time.sleep(random.uniform(0, 0.4))
+        return _original(self, *args, **kwargs)
+    setattr(mlflow.MlflowClient, method, paused)
+mlflow.set_tracking_uri(uri)
+mlflow.set_experiment("race")
+with mlflow.start_run() as run:
+    mlflow.log_metric("test_exact_match", score)
+    mlflow.set_tag("test_sha256", "the test set")
+    model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
+    time.sleep(max(0.0, start_at - time.time()))  # all four decide at once
+    decision = tracking.register_and_crown(task, f"models:/{model.model_id}", run.info.run_id, score, "the test set")
+print(json.dumps(decision))
+"""
+CONTENDERS, ROUNDS = 4, 3
+
+
+@pytest.mark.e2e
+def test_concurrent_evaluates_leave_the_champion_on_the_best_version(local_server):
+    import random
+
+    import mlflow
+
+    local_server.wait_ready()
+    client = mlflow.MlflowClient(local_server.uri)
+    env = {**cli_env(), "PYTHONPATH": str(PROJECT)}
+    outcomes = []
+    for round_ in range(ROUNDS):
+        task = f"race{round_}"
+        scores = random.Random(round_).sample([0.2, 0.5, 0.7, 0.9, 0.95], CONTENDERS)
+        start_at = time.time() + 20  # past every contender's start-up (importing MLflow)
+        processes = [subprocess.Popen([str(BIN / "python"), "-c", CONTENDER, local_server.uri, task, str(score),
+                                       str(start_at), str(round_ * 10 + i)], env=env, cwd=PROJECT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for i, score in enumerate(scores)]
+        decisions = []
+        for process in processes:
+            out, err = process.communicate(timeout=180)
+            assert process.returncode == 0, err[-3000:]
+            decisions.append(json.loads(out.strip().splitlines()[-1]))
+        name = f"adder-{task}"
+        champion = client.get_model_version_by_alias(name, "champion")
+        by_version = {d["version"]: d for d in decisions}
+        score_of = {version: d["candidate_exact_match"] for version, d in by_version.items()}
+        # The alias ends on the best version, whose run says it was promoted.
+        assert score_of[str(champion.version)] == max(scores), decisions
+        assert by_version[str(champion.version)]["decision"] == "promoted", decisions
+        # Every promotion recorded took effect over a lower version (or none): following what each replaced
+        # from the champion back is a chain of strictly rising scores through promoted runs only.
+        for d in decisions:
+            if d["decision"] == "promoted":
+                replaced = d["champion_version"]
+                assert replaced is None or score_of[replaced] < d["candidate_exact_match"], decisions
+            else:
+                assert d["decision"] == "kept" and d["candidate_exact_match"] < max(scores), decisions
+        # What each run records is what it returned.
+        for d in decisions:
+            run = client.get_run(client.get_model_version(name, d["version"]).run_id)
+            assert run.data.tags["registry.decision"] == d["decision"], (d, run.data.tags)
+        outcomes.append(" ".join(f"{d['candidate_exact_match']}:{d['decision']}" for d in decisions))
+    print("\nrace: " + "; ".join(outcomes), end="")
