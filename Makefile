@@ -3,6 +3,8 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
+# `adder` commands run in forks of a warm process that has imported Keras and MLflow once (pipeline/warm.py).
+export ADDER_WARM ?= 1
 
 # .venv's Python: PYTHON if given, else the first of these that runs Python 3.11 to 3.13; 3.11 first, the
 # version dvc.lock's committed figures were produced with.

@@ -167,6 +167,10 @@ def interrupted(signum, frame) -> None:
 
 
 def main() -> None:
+    from pipeline import warm
+
+    if warm.wanted(sys.argv) and (status := warm.run(sys.argv)) is not None:
+        sys.exit(status)
     signal.signal(signal.SIGTERM, interrupted)
     try:
         app()

@@ -4,6 +4,10 @@ A stage's command is `adder <verb> ...`: it runs pipeline/cli.py, the imports in
 function, and, transitively, every pipeline module those import (module-level or inside functions,
 since any of them may run). A module missing from a stage's deps would let `dvc status` call stale
 outputs current; one too many would retrain for nothing.
+
+`main()`'s hand-off to a warm process (pipeline/warm.py, with ADDER_WARM=1) is not a stage's code: the
+same command then runs in a fork of a process that has only imported the libraries, and computes the same
+outputs (tests/test_warm.py), as the Python interpreter and the installed libraries do not count either.
 """
 
 from __future__ import annotations

@@ -1,0 +1,222 @@
+"""A warm process for `adder`'s commands: Keras, its backend and MLflow imported once, one fork per command.
+
+Each stage of a `dvc repro` is a new `adder` process that spends most of its start-up importing the same
+libraries. With ADDER_WARM=1 a command instead asks a background server, which has imported them already, to
+fork a child; the child runs the command with the caller's arguments, folder, environment, stdin, stdout and
+stderr, and its exit status becomes the caller's. The server only imports modules (it builds, seeds and
+opens nothing), so a child computes what a fresh process would. One server serves one Python, one Keras
+backend and one version of adder's code (a changed module starts another), and exits after IDLE_SECONDS
+without a command. Killing the caller kills its child; a signal to the caller reaches the child.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+COMMANDS = {"generate", "train", "evaluate", "compare", "predict"}
+IDLE_SECONDS = 300
+STARTUP_SECONDS = 120
+# Environment read when the libraries are imported: a server serves only callers that agree on it.
+IMPORT_TIME_ENV = ("JAX_", "XLA_", "TF_", "KERAS_", "CUDA_", "OMP_", "PYTHON")
+PACKAGE = Path(__file__).resolve().parent
+in_child = False  # set in a forked child: its own `adder` runs in-process
+
+
+def wanted(argv: list[str]) -> bool:
+    return os.environ.get("ADDER_WARM") == "1" and not in_child and len(argv) > 1 and argv[1] in COMMANDS
+
+
+def project_backend() -> str | None:
+    """The backend params.yaml names, or None when it cannot be read (the command then runs in-process and
+    reports the problem itself)."""
+    import yaml
+
+    from pipeline.backend import BACKENDS, DEFAULT
+    from pipeline.config import PARAMS_FILE, project_root
+
+    try:
+        name = (yaml.safe_load((project_root() / PARAMS_FILE).read_text()) or {}).get("backend", DEFAULT)
+    except Exception:
+        return None
+    return name if name in BACKENDS else None
+
+
+def address(backend: str) -> Path:
+    """The server's socket: one per Python, backend, import-time environment and version of the code."""
+    key = hashlib.sha256(json.dumps([sys.executable, sys.path, backend, sorted(
+        (k, v) for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV))]).encode())
+    for module in sorted(PACKAGE.rglob("*.py")):
+        key.update(module.read_bytes())
+    folder = Path(tempfile.gettempdir()) / f"adder-warm-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{key.hexdigest()[:20]}.sock"
+
+
+# The caller
+
+def run(argv: list[str]) -> int | None:
+    """Runs the command in a child of the warm server; its exit status, or None when no server could be
+    reached or started (the caller then runs the command itself)."""
+    backend = project_backend()
+    if backend is None:
+        return None
+    path = address(backend)
+    conn = connect(path) or start(path, backend)
+    if conn is None:
+        return None
+    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
+    socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+    replies = conn.makefile("rb")
+    child = int(replies.readline() or 0)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _: os.kill(child, signum))
+    status = replies.readline()
+    if not status:
+        print(f"error: adder's process for `{' '.join(argv[1:])}` died without an exit status", file=sys.stderr)
+        return 1
+    return int(status)
+
+
+def connect(path: Path) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def start(path: Path, backend: str) -> socket.socket | None:
+    """Starts a server at path (one caller at a time, so concurrent first commands start one) and connects."""
+    log = path.with_suffix(".log")
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if conn := connect(path):
+            return conn
+        path.unlink(missing_ok=True)  # left by a server that died
+        server = subprocess.Popen([sys.executable, "-m", "pipeline.warm", str(path), backend],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                                  start_new_session=True)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline and server.poll() is None:
+            if conn := connect(path):
+                return conn
+            time.sleep(0.05)
+    return None
+
+
+# The server
+
+def serve(path: Path, backend_name: str) -> None:
+    from pipeline import backend
+
+    backend.use(backend_name)
+    import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    from mlflow.utils import requirements_utils
+
+    # Logging a model checks its requirements against a map of every installed package (seconds to build).
+    getattr(requirements_utils, "_init_packages_to_modules_map", lambda: None)()
+
+    import pipeline.cli  # noqa: F401
+    import pipeline.predict  # noqa: F401
+    import pipeline.stages.compare  # noqa: F401
+    import pipeline.stages.evaluate  # noqa: F401
+    import pipeline.stages.generate  # noqa: F401
+    import pipeline.stages.train  # noqa: F401
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    listener.settimeout(1)
+    idle_since = time.monotonic()
+    try:
+        while time.monotonic() - idle_since < IDLE_SECONDS:
+            reap()
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            idle_since = time.monotonic()
+            conn.settimeout(None)
+            message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+            while not message.endswith(b"\n"):
+                message += conn.recv(1 << 16)
+            sys.stdout.flush(), sys.stderr.flush()
+            if os.fork() == 0:
+                listener.close()
+                run_child(conn, json.loads(message), fds)
+            conn.close()
+            for fd in fds:
+                os.close(fd)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def reap() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """Becomes the caller's command: its streams, folder and environment; never returns."""
+    global in_child
+    in_child = True
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # line by line, as on a terminal
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    conn.sendall(f"{os.getpid()}\n".encode())
+    threading.Thread(target=die_with_caller, args=(conn,), daemon=True).start()
+    sys.argv = request["argv"]
+    code = 0
+    try:
+        from pipeline.cli import main
+
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush(), sys.stderr.flush()
+    conn.sendall(f"{code}\n".encode())
+    os._exit(code)
+
+
+def die_with_caller(conn: socket.socket) -> None:
+    """The caller sends nothing after its request: end of stream means it is gone, and so is its command."""
+    try:
+        conn.recv(1)
+    finally:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    from pipeline import warm  # the module the commands import, whose `in_child` their children set
+
+    warm.serve(Path(sys.argv[1]), sys.argv[2])
