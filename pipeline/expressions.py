@@ -12,6 +12,7 @@ from pipeline.errors import AdderError
 OPERATIONS = "+-*"  # canonical order; also the order of the operation symbols in a codec's alphabet
 OPERATION_NAMES = {"+": "add", "-": "sub", "*": "mul"}
 MAX_EXPRESSION_CHARS = 10_000  # room for 1,000-digit operands; a million-character line is refused
+MAX_OPERAND_DIGITS = 4_000  # longer operands parse as 10**4000, which no model's range holds
 TOKEN = re.compile(r"\s*(?:([0-9]+)|([-+*()]))")
 
 
@@ -133,7 +134,9 @@ def parse(text: str, allowed_ops: str, brackets: bool) -> tuple[list[int], list[
         number, symbol = token.groups()
         position = token.end()
         if expect_operand and number is not None:
-            operands.append(int(number))
+            digits = number.lstrip("0") or "0"
+            # int() refuses over 4,300 digits; a number that long is out of every model's range anyway.
+            operands.append(int(digits) if len(digits) <= MAX_OPERAND_DIGITS else 10**MAX_OPERAND_DIGITS)
             expect_operand = False
         elif expect_operand and symbol == "(" and brackets and opened is None:
             opened = len(operands)
