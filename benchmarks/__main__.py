@@ -3,8 +3,11 @@
   data        problem generation + encoding vs the tutorial's pure-Python generator
   training    time to 99% / 99.9% held-out exact match on 3-digit addition, vs the Keras addition_rnn setup
   predict     batch prediction throughput (problems/s) of each trained model
+  startup     a stage's and `adder predict`'s cost beyond their work: fresh processes vs warm forks
+  make_run    `dvc repro` on the defaults: wall time, fitting seconds and the overhead share
 
-Usage: python -m benchmarks [--budget SECONDS] [--out docs/benchmarks.md]   (or `make bench`)
+Usage: python -m benchmarks [--budget SECONDS] [--only data,training,...] [--out docs/benchmarks.md]
+(or `make bench`)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from benchmarks import tutorial  # noqa: E402
+from benchmarks import startup, tutorial  # noqa: E402
 from pipeline.codec import CharCodec, Limits  # noqa: E402
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.evaluate import exact_match, predict_answers  # noqa: E402
@@ -40,6 +43,9 @@ SETUPS = {
              dict(model="digitwise", units=(32,), epochs=20, samples_per_epoch=10000, batch_size=128,
                   learning_rate=0.01, schedule="cosine")),
 }
+
+
+SECTIONS = ("data", "training", "predict", "startup", "make_run")
 
 
 def rate(seconds: float, n: int) -> float:
@@ -124,22 +130,36 @@ def bench_predict(trained: dict, n: int = 20_000) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=600, help="training seconds per setup (default 600)")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of {','.join(SECTIONS)}")
+    parser.add_argument("--out", type=Path, help="default: docs/benchmarks.md when every section runs")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if unknown := only - set(SECTIONS):
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; allowed: {', '.join(SECTIONS)}")
 
     sections = [f"# Benchmarks\n\n`make bench` on {platform.machine()}, {os.cpu_count()} cores, "
                 f"{time.strftime('%Y-%m-%d')}. Every ratio compares figures measured in the same run.\n"]
-    print("data generation ...", flush=True)
-    sections += ["## Data generation (3-digit addition)\n", *bench_data(), ""]
-    training, trained = bench_training(args.budget)
-    sections += ["## Time to accuracy (3-digit addition, held-out exact match on 2,000 validation problems)\n",
-                 "Timed by a training callback from the first step, validation included; training goes on "
-                 "to a perfect validation score, its epochs or the budget.\n", *training, ""]
-    print("prediction ...", flush=True)
-    sections += ["## Batch prediction (20,000 3-digit problems: encode, predict, decode)\n", *bench_predict(trained), ""]
+    if "data" in only:
+        print("data generation ...", flush=True)
+        sections += ["## Data generation (3-digit addition)\n", *bench_data(), ""]
+    if only & {"training", "predict"}:
+        training, trained = bench_training(args.budget)
+        sections += ["## Time to accuracy (3-digit addition, held-out exact match on 2,000 validation problems)\n",
+                     "Timed by a training callback from the first step, validation included; training goes on "
+                     "to a perfect validation score, its epochs or the budget.\n", *training, ""]
+        if "predict" in only:
+            print("prediction ...", flush=True)
+            sections += ["## Batch prediction (20,000 3-digit problems: encode, predict, decode)\n",
+                         *bench_predict(trained), ""]
+    if "startup" in only:
+        sections += ["## Start-up: fresh processes vs warm forks (`ADDER_WARM`)\n", *startup.bench_startup(), ""]
+    if "make_run" in only:
+        sections += ["## `make run` on the defaults (warm forks, empty MLflow store)\n", *startup.bench_make_run(), ""]
     report = "\n".join(sections) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
+    out = args.out or (Path("docs/benchmarks.md") if only == set(SECTIONS) else None)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
     print(report)
 
 
