@@ -125,7 +125,7 @@ def read_lines(file: str) -> list[str]:
 @app.command()
 def serve(
     model: Annotated[Optional[str], typer.Argument(help="task, experiment or MLflow model URI "
-                                                        "[default: the champion of the best task]")] = None,
+                                                        "[default: every task's champion, models:/adder-all@champion]")] = None,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
 ) -> None:

@@ -97,6 +97,9 @@ def load_from_mlflow(uri: str) -> Predictor:
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp(prefix="adder-")))
     except mlflow.exceptions.MlflowException as e:
         raise AdderError(f"cannot load {uri}: {str(e).splitlines()[0]}") from None
+    if len(list((local / "artifacts").rglob("*.keras"))) > 1:  # adder-all: one champion per task
+        raise AdderError(f"{uri} serves several models, one per task: serve it (adder serve), or predict with "
+                         "one task's champion, --model models:/adder-<task>@champion")
     if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec as saved
         return Predictor(load_keras(local / "artifacts" / "model.keras"), read_codec(local / "artifacts" / "codec.json"), uri)
     codec = mlflow.models.Model.load(str(local)).metadata or {}

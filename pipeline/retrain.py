@@ -306,8 +306,11 @@ def champions(root: Path, promote: bool) -> list[dict]:
     from pipeline import tracking
 
     tracking.connect(root)
-    if promote:
-        tracking.promote_held(list(run_ids))
+    if promote and any(d["decision"] == "promoted" for d in tracking.promote_held(list(run_ids))):
+        from pipeline.config import PARAMS_FILE, load_params
+        from pipeline.serving import publish_all_families
+
+        publish_all_families(root, load_params(root / PARAMS_FILE).backend)  # adder-all: the new champions
     client = mlflow.MlflowClient()
     return [{"experiment": name, **d} for run_id, name in run_ids.items()
             if (d := tracking.registry_decision(client, run_id))]

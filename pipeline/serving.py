@@ -227,3 +227,65 @@ def log_serving_model(members: list[tuple[str, Path, float | None]], example: st
         pip_requirements=pinned(*REQUIREMENTS, *BACKEND_REQUIREMENTS[backend]),
     )
     return info.model_uri
+
+
+# --- adder-all: every task's champion behind one endpoint, rebuilt whenever a champion moves
+
+MEMBERS_TAG = "members"  # on an adder-all version: its members' versions, "adder-add3/4,adder-ops/2"
+BUILD_TRIES = 3
+
+
+def publish_all_families(root: Path, backend: str) -> str | None:
+    """Registers a version of adder-all serving every task's champion (the best-scoring first) and points its
+    alias `champion` at it, unless it already serves exactly those; returns its version, None without
+    champions. Reads the champions back afterwards and builds again if one moved meanwhile."""
+    from pipeline import tracking
+
+    client = mlflow.MlflowClient()
+    for _ in range(BUILD_TRIES):
+        members = tracking.champions(client)
+        if not members:
+            return None
+        wanted = ",".join(f"{m['name']}/{m['version']}" for m in members)
+        try:
+            current = client.get_model_version_by_alias(tracking.ALL_FAMILIES, tracking.CHAMPION)
+            if current.tags.get(MEMBERS_TAG) == wanted:
+                return str(current.version)
+        except MlflowException:
+            pass  # none yet
+        build_all_families(root, client, members, wanted, backend)
+    return str(client.get_model_version_by_alias(tracking.ALL_FAMILIES, tracking.CHAMPION).version)
+
+
+def build_all_families(root: Path, client, members: list[dict], wanted: str, backend: str) -> None:
+    import tempfile
+
+    from pipeline import tracking
+
+    tracking.open_experiment(tracking.SERVED, None if tracking.tracking_uri(root).startswith("http")
+                                          else (root / "mlartifacts").as_uri())
+    experiment_id = mlflow.get_experiment_by_name(tracking.SERVED).experiment_id
+    with tempfile.TemporaryDirectory(prefix="adder-all-") as tmp, \
+            mlflow.start_run(experiment_id=experiment_id, run_name=tracking.ALL_FAMILIES,
+                             tags={tracking.NOTE: f"Serves {wanted.replace(',', ', ')}."}) as run:
+        folders = [Path(mlflow.artifacts.download_artifacts(f"models:/{m['name']}/{m['version']}",
+                                                            dst_path=f"{tmp}/{i}")) / "artifacts"
+                   for i, m in enumerate(members)]
+        example = load_codec(folders[0] / "codec.json").limits.example
+        uri = log_serving_model([(f"models:/{m['name']}/{m['version']}", folder, m["exact_match"])
+                                 for m, folder in zip(members, folders)], example, backend, name="serving-all")
+    if not client.search_registered_models(filter_string=f"name = '{tracking.ALL_FAMILIES}'"):
+        try:
+            client.create_registered_model(tracking.ALL_FAMILIES, description=ALL_NOTE)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else a concurrent evaluate made it
+                raise
+    version = client.create_model_version(tracking.ALL_FAMILIES, source=uri, run_id=run.info.run_id,
+                                          model_id=uri.removeprefix("models:/"), tags={MEMBERS_TAG: wanted})
+    client.update_model_version(tracking.ALL_FAMILIES, version.version, description=f"Serves {wanted.replace(',', ', ')}.")
+    client.set_registered_model_alias(tracking.ALL_FAMILIES, tracking.CHAMPION, version.version)
+
+
+ALL_NOTE = ("Every task's champion behind one endpoint: each expression goes to the champion whose grammar "
+            "accepts it, the one with the higher test exact match first. A version per change of champions; "
+            "its tag `members` lists them. The alias `champion` is the latest: what `adder serve` serves.")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 RUNS = "adder"
 DATASETS = "adder-datasets"
 REPORTS = "adder-reports"
+SERVED = "adder-served"  # the runs that build adder-all, every task's champion behind one endpoint
 
 # MLflow retries a dead server for minutes by default; a stage should fail in seconds instead.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -53,16 +54,37 @@ def connect(root: Path, experiment: str = RUNS) -> str:
         raise AdderError(f"this is a DVC experiment in a temporary copy ({root}), thrown away with the store {uri}; "
                          "start a tracking server and set MLFLOW_TRACKING_URI (README: queued experiments)")
     if uri.startswith(("http://", "https://")):
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
-        except requests.RequestException as e:
-            raise AdderError(f"MLflow tracking server {uri} is unreachable ({type(e).__name__}); "
-                             "start it or unset MLFLOW_TRACKING_URI") from None
+        check_server(uri)
     mlflow.set_tracking_uri(uri)
     # A local store keeps artifacts beside mlflow.db, not in the cwd's ./mlruns.
     open_experiment(experiment, None if uri.startswith("http") else (root / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment)
     return uri
+
+
+def check_server(uri: str) -> None:
+    """Raises AdderError in one line unless the server answers /health and accepts this client's credentials,
+    sent as MLflow sends them: MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN, with its TLS
+    settings (MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH, MLFLOW_TRACKING_CLIENT_CERT_PATH)."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    try:
+        # /health answers without credentials (MLflow's basic-auth app leaves it open), a listing needs them.
+        for endpoint, params in (("/health", None), ("/api/2.0/mlflow/experiments/search", {"max_results": 1})):
+            response = http_request(creds, endpoint, "GET", max_retries=0, timeout=5, raise_on_status=False,
+                                    params=params)
+            if response.status_code in (401, 403):
+                raise AdderError(f"MLflow tracking server {uri} refused this client (HTTP {response.status_code}); "
+                                 "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+            if response.status_code != 200:
+                raise AdderError(f"MLflow tracking server {uri} answered {endpoint} with HTTP {response.status_code}; "
+                                 "is it an MLflow server?")
+    except (requests.RequestException, mlflow.exceptions.MlflowException) as e:
+        cause = type(e.__cause__ or e).__name__ if isinstance(e, mlflow.exceptions.MlflowException) else type(e).__name__
+        raise AdderError(f"MLflow tracking server {uri} is unreachable ({cause}); "
+                         "start it or unset MLFLOW_TRACKING_URI") from None
 
 
 # Experiment tags the UI reads: without KIND it opens an experiment in its GenAI view (traces, token usage).
@@ -74,6 +96,8 @@ EXPERIMENT_NOTES = {
           "compare models and encodings on the same problems; each run's description says how it differs.",
     DATASETS: "One run per task of params.yaml: the sizes, sha256 digests and train/test overlap of data/<task>/.",
     REPORTS: "One run per `adder compare`: reports/comparison.md, every experiment side by side, and its figures.",
+    SERVED: "One run per build of `adder-all`: every task's champion behind one endpoint, built by "
+                    "`adder evaluate` whenever a champion moves.",
 }
 
 
@@ -560,18 +584,33 @@ def promote_held(run_ids: list[str]) -> list[dict]:
     return decisions
 
 
-def best_champion() -> str:
-    """The champion of the task whose champion has the highest test exact match, as a models:/ URI."""
-    client = mlflow.MlflowClient()
-    scored = []
+ALL_FAMILIES = "adder-all"  # every task's champion behind one endpoint (pipeline.serving), what `adder serve` serves
+
+
+def champions(client) -> list[dict]:
+    """Every task's champion (registered name, version, test exact match, test set), the highest first."""
+    found = []
     for model in client.search_registered_models(filter_string="name LIKE 'adder-%'"):
-        champion = champion_of(client, model.name)
-        if champion and champion["exact_match"] is not None:
-            scored.append((champion["exact_match"], model.name))
-    if not scored:
+        if model.name != ALL_FAMILIES and (champion := champion_of(client, model.name)):
+            if champion["exact_match"] is not None:
+                found.append({"name": model.name, **champion})
+    return sorted(found, key=lambda c: (-c["exact_match"], c["name"]))
+
+
+def best_champion() -> str:
+    """What `adder serve` serves by default, as a models:/ URI: adder-all's champion (every task's champion
+    from one endpoint) when evaluate has built it, else the champion of the task whose champion scores highest."""
+    client = mlflow.MlflowClient()
+    try:
+        client.get_model_version_by_alias(ALL_FAMILIES, CHAMPION)
+        return f"models:/{ALL_FAMILIES}@{CHAMPION}"
+    except mlflow.exceptions.MlflowException:
+        pass
+    found = champions(client)
+    if not found:
         raise AdderError("no champion in the model registry yet; run `dvc repro` (evaluate registers models) "
                          "or name a MODEL")
-    return f"models:/{max(scored)[1]}@{CHAMPION}"
+    return f"models:/{found[0]['name']}@{CHAMPION}"
 
 
 def served_model_uri(root: Path, model: str | None) -> str:

@@ -111,7 +111,7 @@ def test_guide_and_compose_use_the_tested_commands():
     readme = (PROJECT / "README.md").read_text()
     compose = yaml.safe_load((PROJECT / "deploy" / "compose.yaml").read_text())
     server = " ".join(compose["services"]["mlflow"]["command"].split())
-    for flag in ("mlflow server", "--backend-store-uri postgresql+psycopg2://", "--serve-artifacts",
+    for flag in ("mlflow server --app-name basic-auth", "--backend-store-uri postgresql+psycopg2://", "--serve-artifacts",
                  "--artifacts-destination s3://mlflow"):
         assert flag in server, flag
         assert flag in guide, flag
@@ -123,6 +123,8 @@ def test_guide_and_compose_use_the_tested_commands():
     pins = dict(line.split("==") for line in (PROJECT / "constraints.txt").read_text().split())
     image = (PROJECT / "deploy" / "mlflow.Dockerfile").read_text()
     assert f"mlflow:v{pins['mlflow']}" in image and f"psycopg2-binary=={pins['psycopg2-binary']}" in image
+    assert f"flask-wtf=={pins['Flask-WTF']}" in image
+    assert "./basic_auth.ini:/auth-config/basic_auth.ini:ro" in compose["services"]["mlflow"]["volumes"]
 
 
 # --------------------------------------------------------------------------------------------------

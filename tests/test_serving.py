@@ -174,7 +174,12 @@ TINY = {
     "experiments": {EXPERIMENT: {"task": TASK, "model": "seq2seq", "units": [16, 8], "epochs": 2,
                                  "samples_per_epoch": 100, "batch_size": 20}},
 }
-REQUESTS, CLIENTS, DEADLINE_S = 2000, 8, 60
+# A second family for the one endpoint: 1-digit operands joined by +, - or *.
+OPS_TASK, OPS = "ops", "ops-seq2seq"
+FAMILIES = {**TINY, "tasks": {**TINY["tasks"], OPS_TASK: {"terms": 2, "digits": 1, "ops": "+-*", "train_size": 200,
+                                                          "val_size": 20, "test_size": 50}},
+            "experiments": {**TINY["experiments"], OPS: {**TINY["experiments"][EXPERIMENT], "task": OPS_TASK}}}
+REQUESTS, CLIENTS, DEADLINE_S = 2000, 8, 90
 
 
 def cli_env(tracking_uri: str | None = None) -> dict[str, str]:
@@ -203,15 +208,18 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A temporary project with one tiny sequence experiment trained, evaluated and registered."""
+    """A temporary project with two tiny sequence experiments of two tasks trained, evaluated and registered,
+    and adder-all built over their champions."""
     folder = tmp_path_factory.mktemp("adder-serving")
-    (folder / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    for step in (["generate", TASK], ["train", EXPERIMENT], ["evaluate", EXPERIMENT]):
+    (folder / "params.yaml").write_text(yaml.safe_dump(FAMILIES, sort_keys=False))
+    for step in (["generate", TASK], ["generate", OPS_TASK], ["train", EXPERIMENT], ["train", OPS],
+                 ["evaluate", EXPERIMENT, OPS]):
         started = time.monotonic()  # the steps' times are printed (pytest -s): most of this test's time
         result = adder(*step, cwd=folder)
         assert result.returncode == 0, shown(result)
         print(f"\nadder {' '.join(step)}: {time.monotonic() - started:.1f}s", end="")
-    assert f"adder-{TASK} version 1: promoted" in result.stdout, shown(result)
+    for task in (TASK, OPS_TASK):
+        assert f"adder-{task} version 1: promoted" in result.stdout, shown(result)
     return folder
 
 
@@ -258,13 +266,35 @@ def server(project):
             process.wait()
 
 
-def expected_answers(project: Path, expressions: list[str]) -> dict[str, str]:
-    """What the trained model answers, computed here from models/<experiment>/ without MLflow."""
-    from pipeline.evaluate import predict_answers
+def members(project: Path) -> list[tuple[str, object, object]]:
+    """adder-all's members as `adder serve` orders them (higher test exact match first, then by name), each
+    (name, model, codec) loaded here from models/<experiment>/ without MLflow."""
     from pipeline.predict import load_trained
 
-    model, codec = load_trained(project / "models" / EXPERIMENT)
-    return dict(zip(expressions, predict_answers(model, codec, [codec.check(e) for e in expressions])))
+    ranked = sorted((-json.loads((project / "metrics" / f"{exp}.json").read_text())["exact_match"], f"adder-{task}", exp)
+                    for task, exp in ((TASK, EXPERIMENT), (OPS_TASK, OPS)))
+    return [(f"models:/{name}/1", *load_trained(project / "models" / exp)) for _, name, exp in ranked]
+
+
+def expected_rows(project: Path, expressions: list[str]) -> dict[str, dict]:
+    """The row the endpoint owes each expression: the first member whose grammar accepts it answers it, as
+    its model answers it here; the others are refused (their error is checked in the test)."""
+    from pipeline.evaluate import predict_answers
+    from pipeline.errors import AdderError
+
+    rows = {}
+    served = members(project)
+    for expression in expressions:
+        for name, model, codec in served:
+            try:
+                checked = codec.check(expression)
+            except AdderError:
+                continue
+            rows[expression] = {"answer": str(predict_answers(model, codec, [checked])[0]), "error": None, "model": name}
+            break
+        else:
+            rows[expression] = None
+    return rows
 
 
 def invoke(session, url: str, payload: dict):
@@ -277,7 +307,7 @@ def test_serve_without_a_model_or_a_tracking_server_is_a_one_line_error(project,
     cases = ((["nosuch"], cli_env(), "no model at models:/adder-nosuch@champion"),
              ([], cli_env(f"http://127.0.0.1:{free_port()}"), "unreachable"))
     with ThreadPoolExecutor(len(cases)) as pool:  # each spends its time importing MLflow: overlap them
-        results = list(pool.map(lambda case: adder("serve", *case[0], cwd=project, env=case[1], timeout=60), cases))
+        results = list(pool.map(lambda case: adder("serve", *case[0], cwd=project, env=case[1], timeout=120), cases))
     for result, (_, _, says) in zip(results, cases):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), shown(result)
@@ -290,25 +320,32 @@ def rows_of(response) -> list[dict]:
 
 
 @pytest.mark.e2e
-def test_served_champion_answers_over_http_and_survives_load(project, server):
+def test_one_endpoint_answers_every_family_row_by_row_and_survives_load(project, server):
     import requests
 
-    good = ["12+50", "3+4", "99+99", " 7 + 10"] + [f"{a}+{b}" for a in range(1, 100, 7) for b in range(2, 100, 13)]
-    expected = expected_answers(project, good)  # while the server loads
+    sums = ["12+50", "3+4", "99+99", " 7 + 10"] + [f"{a}+{b}" for a in range(1, 100, 7) for b in range(2, 100, 13)]
+    ops = [f"{a}{op}{b}" for a in range(10) for b in (0, 3, 9) for op in "-*"]
+    bad = ["1++1", "123+4", "", "7/2", "1*2*3"]
+    expected = expected_rows(project, sums + ops + bad)  # while the server loads
+    assert {row["model"] for e in ops if (row := expected[e])} == {f"models:/adder-{OPS_TASK}/1"}
+    assert all(expected[e] is None for e in bad)
     started = time.monotonic()
     url = server.wait_until_up()
     print(f"\nadder serve: up {time.monotonic() - started:.1f}s later", end="")
     session = requests.Session()
-    one = {"error": None, "model": EXPERIMENT}
 
-    assert rows_of(invoke(session, url, {"inputs": ["12+50"]})) == [{"answer": expected["12+50"], **one}]
+    # Every family from one endpoint, each row answered by the member whose grammar accepts it.
+    assert rows_of(invoke(session, url, {"inputs": ["12+50", "7*9", "9-3"]})) == [
+        expected["12+50"], expected["7*9"], expected["9-3"]]
     assert rows_of(invoke(session, url, {"dataframe_split": {"columns": ["expression"], "data": [["3+4"], ["99+99"]]}})
-                   ) == [{"answer": expected["3+4"], **one}, {"answer": expected["99+99"], **one}]
+                   ) == [expected["3+4"], expected["99+99"]]
     # Bad rows beside good ones: each bad row its own error, each good row its answer.
     rows = rows_of(invoke(session, url, {"inputs": ["3+4", "12++50", "123+4", "", "99+99"]}))
-    assert [r["answer"] for r in rows] == [expected["3+4"], None, None, None, expected["99+99"]], rows
-    assert [r["error"] for r in rows[1:4]] == ["malformed expression '12++50': expected numbers joined by '+', like 12+50",
-                                               "'123+4': operands must be in 0..99 for this model", "empty expression"]
+    assert [rows[0], rows[4]] == [expected["3+4"], expected["99+99"]], rows
+    assert all(r["answer"] is None and r["model"] is None for r in rows[1:4]), rows
+    assert rows[1]["error"] == "malformed expression '12++50': no served model's grammar accepts it", rows
+    assert f"models:/adder-{TASK}/1: '123+4': operands must be in 0..99 for this model" in rows[2]["error"], rows
+    assert rows[3]["error"] == "empty expression", rows
     # Malformed as a whole, or beyond the limits: refused, in a short body; the server goes on answering.
     for payload, status in (('{"inputs": ', 400), ('{"nothing": ["3+4"]}', 400),
                             (json.dumps({"inputs": ["1+1"] * 1001}), 413),
@@ -317,20 +354,26 @@ def test_served_champion_answers_over_http_and_survives_load(project, server):
         response = session.post(f"{url}/invocations", data=payload, headers={"Content-Type": "application/json"},
                                  timeout=30)
         assert response.status_code == status and len(response.content) < 2_000, (status, response.text[:3000])
-        assert rows_of(invoke(session, url, {"inputs": ["3+4"]})) == [{"answer": expected["3+4"], **one}]
+        assert rows_of(invoke(session, url, {"inputs": ["3+4"]})) == [expected["3+4"]]
 
-    # The load test: batches of 1 to 8 expressions from concurrent clients, every 7th expression malformed.
+    # The load test: batches of 1 to 8 expressions of both families from concurrent clients, every 7th bad.
+    good = sums + ops
+
     def one_request(i: int) -> tuple[str, float]:
-        batch = [("1++1" if (i + k) % 7 == 0 else good[(i * 8 + k) % len(good)]) for k in range(1 + i % 8)]
+        batch = [bad[(i + k) % len(bad)] if (i + k) % 7 == 0 else good[(i * 8 + k) % len(good)] for k in range(1 + i % 8)]
         started = time.perf_counter()
         try:
-            response = invoke(sessions[i % CLIENTS], url, {"inputs": batch})
-        except requests.RequestException:
+            response = sessions[i % CLIENTS].post(f"{url}/invocations", json={"inputs": batch}, timeout=30)
+        except requests.RequestException as e:
+            print(f"\nlost: request {i}: {type(e).__name__}: {e}", end="")
             return "lost", time.perf_counter() - started
         seconds = time.perf_counter() - started
-        want = [{"answer": None, "error": "malformed expression '1++1': expected numbers joined by '+', like 12+50",
-                 "model": None} if e == "1++1" else {"answer": expected[e], **one} for e in batch]
-        ok = response.status_code == 200 and response.json() == {"predictions": want}
+        if response.status_code != 200:
+            return "wrong", seconds
+        rows = response.json()["predictions"]
+        ok = len(rows) == len(batch) and all(
+            row == expected[e] if expected[e] else (row["answer"] is None and row["model"] is None and row["error"])
+            for e, row in zip(batch, rows))
         return ("answered" if ok else "wrong"), seconds
 
     sessions = [requests.Session() for _ in range(CLIENTS)]
@@ -344,7 +387,24 @@ def test_served_champion_answers_over_http_and_survives_load(project, server):
     outcomes = {kind: sum(1 for k, _ in results if k == kind) for kind in ("answered", "wrong", "lost")}
     outcomes["lost"] += len(late)
     latency_ms = np.array([s for _, s in results]) * 1000
-    print(f"\nload test: {len(results)} requests ({sum(1 + i % 8 for i in range(REQUESTS))} expressions) from "
-          f"{CLIENTS} clients in {elapsed:.1f}s ({len(results) / elapsed:.0f}/s): {outcomes}; "
-          f"latency p50 {np.percentile(latency_ms, 50):.1f} ms, p99 {np.percentile(latency_ms, 99):.1f} ms")
+    print(f"\nload test: {len(results)} requests ({sum(1 + i % 8 for i in range(REQUESTS))} expressions, both "
+          f"families, every 7th bad) from {CLIENTS} clients in {elapsed:.1f}s ({len(results) / elapsed:.0f}/s): "
+          f"{outcomes}; latency p50 {np.percentile(latency_ms, 50):.1f} ms, p99 {np.percentile(latency_ms, 99):.1f} ms")
     assert outcomes == {"answered": REQUESTS, "wrong": 0, "lost": 0}
+
+
+@pytest.mark.e2e
+def test_the_one_endpoint_is_registered_as_adder_all(project, server):
+    """adder-all@champion, built by evaluate, lists both champions and loads with MLflow's own pyfunc loader."""
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        client = mlflow.MlflowClient()
+        version = client.get_model_version_by_alias("adder-all", "champion")
+        assert sorted(version.tags["members"].split(",")) == [f"adder-{OPS_TASK}/1", f"adder-{TASK}/1"]
+        model = mlflow.pyfunc.load_model("models:/adder-all@champion")
+        rows = model.predict(["12+50", "7*8", "1++1"]).to_dict("records")
+        assert [r["model"] for r in rows] == [f"models:/adder-{TASK}/1", f"models:/adder-{OPS_TASK}/1", None]
+    finally:
+        mlflow.set_tracking_uri(None)
+    result = adder("predict", "--model", "models:/adder-all@champion", "1+2", cwd=project)
+    assert result.returncode == 2 and "serves several models, one per task" in result.stderr, shown(result)

@@ -18,6 +18,7 @@ import yaml
 
 from pipeline import tracking
 from pipeline.config import parse_params
+from pipeline.errors import AdderError
 
 PARAMS = {
     "seed": 1,
@@ -178,3 +179,72 @@ def test_registered_versions_of_a_sweep_name_their_dvc_experiment(registry):
     version = registry.get_model_version("adder-add3", decision["version"])
     assert version.tags == {**labels, **sweep, "test_exact_match": "0.9"}
     assert version.description == "add3-digitwise units=[64] (regal-aune): digitwise (digit columns); test exact match 90.00%."
+
+
+# --------------------------------------------------------------------------------------------------
+# a tracking server behind MLflow's basic authentication
+
+
+@pytest.fixture(scope="module")
+def authenticated_server(tmp_path_factory):
+    """A real `mlflow server --app-name basic-auth` with deploy/compose.yaml's configuration on a free local
+    port, its admin's password set at first start; yields its URI and that password."""
+    import contextlib
+    import os
+    import signal
+
+    from test_e2e import BIN, Server, cli_env, free_port  # pytest puts tests/ on sys.path
+
+    folder = tmp_path_factory.mktemp("auth-server")
+    config = (Path(__file__).parents[1] / "deploy" / "basic_auth.ini").read_text()  # compose's, users kept here
+    (folder / "auth.ini").write_text(config.replace("sqlite:////auth/basic_auth.db", f"sqlite:///{folder / 'auth.db'}"))
+    port, password = free_port(), "not-the-default"
+    env = {**cli_env(), "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with (folder / "server.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--serve-artifacts", "--artifacts-destination", str(folder / "art")],
+            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", process, folder)
+    try:
+        server.wait_ready()
+        yield server.uri, password
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+
+
+@pytest.mark.e2e
+def test_health_check_sends_mlflows_credentials(authenticated_server, monkeypatch, tmp_path):
+    uri, password = authenticated_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        # No credentials, or wrong ones: one line naming the server and the settings, not "unreachable".
+        with pytest.raises(AdderError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ refused this client "
+                                             r"\(HTTP 401\); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+            tracking.connect(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(AdderError, match="refused this client"):
+            tracking.connect(tmp_path)
+        # MLflow's own settings: the check passes, and runs are recorded.
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        assert tracking.connect(tmp_path) == uri
+        with mlflow.start_run() as run:
+            mlflow.log_metric("m", 1.0)
+        assert mlflow.MlflowClient().get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
+    from test_e2e import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(AdderError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ is unreachable \(\w+\); "):
+        tracking.connect(tmp_path)

@@ -13,6 +13,7 @@ from pipeline import backend, model_folder, problems, tracking
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.config import Params, load_params, project_root
 from pipeline.predict import load_trained
+from pipeline.serving import publish_all_families
 from pipeline.seeds import log_seed_runs, over_seeds, per_seed
 from pipeline.stages.files import write_json
 
@@ -35,10 +36,15 @@ def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
         params.experiment(name)  # an unknown name fails before any work
     tracking.connect(project_root())  # so does an unreachable tracking server
     backend.use(params.backend)  # and a backend that is not installed
+    moved = False
     for name in names:
         for line in tracking.end_dead_runs(name):  # a training or an evaluate of it killed: say so in MLflow too
             print(line, flush=True)
-        yield name, evaluate_one(name, params)
+        metrics = evaluate_one(name, params)
+        moved |= metrics["registry"].get("decision") == "promoted"
+        yield name, metrics
+    if moved:  # adder-all serves every task's champion: built again, once, over the new ones
+        publish_all_families(project_root(), params.backend)
 
 
 def evaluate_one(exp_name: str, params: Params) -> dict:
