@@ -68,11 +68,13 @@ GIT = ["git", "-c", "user.name=adder e2e", "-c", "user.email=e2e@example.invalid
 
 def cli_env(tracking_uri: str | None = None) -> dict[str, str]:
     """The environment of every command: the venv first on PATH, no inherited MLflow / DVC / adder
-    settings (so the local store is the temp repo's sqlite file unless tracking_uri is given)."""
+    settings (so the local store is the temp repo's sqlite file unless tracking_uri is given), commands
+    in warm forks as `make run` runs them."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MLFLOW_", "DVC_", "GIT_", "ADDER_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
+    env["ADDER_WARM"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri

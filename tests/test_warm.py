@@ -42,7 +42,7 @@ def processes(env: dict) -> list[int]:
 
 def test_a_warm_command_computes_what_a_fresh_process_does(tmp_path, warm_env):
     fresh, warm = project(tmp_path / "fresh"), project(tmp_path / "warm")
-    for folder, env in ((fresh, cli_env()), (warm, warm_env), (warm, warm_env)):  # the second: a warm fork
+    for folder, env in ((fresh, {**cli_env(), "ADDER_WARM": "0"}), (warm, warm_env), (warm, warm_env)):  # the second: a warm fork
         for command in (["adder", "generate", "seed"], ["adder", "train", EXPERIMENT]):
             result = run(command, folder, env)
             assert result.returncode == 0, shown(result)
