@@ -87,6 +87,21 @@ def check_server(uri: str) -> None:
                          "start it or unset MLFLOW_TRACKING_URI") from None
 
 
+SERVER_ERRORS = (mlflow.exceptions.MlflowException, requests.RequestException)  # what a lost server raises
+
+
+def server_lost(error: Exception, doing: str) -> Exception:
+    """What to raise for an MLflow or network error met while `doing`: against a tracking server, one line
+    naming it (nothing was published: the model folder is written only once the run has logged it all);
+    anything else as it is."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return error
+    detail = " ".join(str(error).split())
+    return AdderError(f"MLflow tracking server {uri} failed during {doing} ({detail[:160]}); nothing was "
+                      "published: with the server back, run it again")
+
+
 # Experiment tags the UI reads: without KIND it opens an experiment in its GenAI view (traces, token usage).
 KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 NOTE = "mlflow.note.content"  # an experiment's or a run's description in the UI

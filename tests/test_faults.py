@@ -190,3 +190,42 @@ def test_load_failures_name_the_file(tmp_path):
         load_keras(tmp_path / "model.keras")
     with pytest.raises(AdderError, match=r"codec\.json is not a codec that loads \(KeyError\)"):
         read_codec(tmp_path / "codec.json")
+
+
+def test_tracking_server_dying_during_training_fails_in_one_line_and_rerun_completes(project, tmp_path):
+    """`adder train` against a real `mlflow server`, killed after a few epochs; with a server on the same
+    store again, the rerun completes and ends the run the failed one left RUNNING."""
+    from test_e2e import mlflow_server
+
+    (project / "params.yaml").write_text(yaml.safe_dump(SLOW, sort_keys=False))
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    try:
+        with mlflow_server(tmp_path, store) as server:
+            server.wait_ready()
+            env = cli_env(server.uri)
+            log = project / "train-server.log"
+            with log.open("w") as out:
+                process = subprocess.Popen([str(BIN / "adder"), "train", EXPERIMENT], cwd=project, env=env,
+                                           stdout=out, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 240
+            while f"{EXPERIMENT}: epoch 3/30" not in log.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            os.killpg(server.process.pid, signal.SIGKILL)
+            died = time.monotonic()
+            _, stderr = process.communicate(timeout=120)
+            seconds = time.monotonic() - died
+        print(f"\ntraining failed {seconds:.1f}s after the server died", end="")
+        lines = stderr.strip().splitlines()
+        assert process.returncode == 2 and len(lines) == 1, stderr[-3000:]
+        assert lines[0].startswith(f"error: MLflow tracking server {server.uri} failed during training"), lines[0]
+        assert seconds < 30 and staging(project) == []
+        # A server back on the same store: the rerun completes.
+        (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+        with mlflow_server(tmp_path, store) as again:
+            again.wait_ready()
+            result = adder("train", EXPERIMENT, cwd=project, env=cli_env(again.uri))
+            assert result.returncode == 0, shown(result)
+            assert "which died; marked KILLED" in result.stdout, shown(result)
+    finally:
+        (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))

@@ -400,7 +400,7 @@ def test_the_one_endpoint_is_registered_as_adder_all(project, server):
     try:
         client = mlflow.MlflowClient()
         version = client.get_model_version_by_alias("adder-all", "champion")
-        assert sorted(version.tags["members"].split(",")) == [f"adder-{OPS_TASK}/1", f"adder-{TASK}/1"]
+        assert sorted(version.tags["members"].split(",")) == [f"adder-{TASK}/1", f"adder-{OPS_TASK}/1"]
         model = mlflow.pyfunc.load_model("models:/adder-all@champion")
         rows = model.predict(["12+50", "7*8", "1++1"]).to_dict("records")
         assert [r["model"] for r in rows] == [f"models:/adder-{TASK}/1", f"models:/adder-{OPS_TASK}/1", None]

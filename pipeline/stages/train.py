@@ -49,6 +49,8 @@ def train(exp_name: str) -> dict:
         several = len(params.seeds_of(exp_name)) > 1
         info = (train_seeds if several else train_into)(staging, exp_name, params, train_split, val_split, fit)
         model_folder.publish(staging, info, out)
+    except tracking.SERVER_ERRORS as e:
+        raise tracking.server_lost(e, "training") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return info
