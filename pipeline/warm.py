@@ -123,6 +123,7 @@ def start(path: Path, backend: str) -> socket.socket | None:
 def serve(path: Path, backend_name: str) -> None:
     from pipeline import backend
 
+    started_with = dict(os.environ)
     backend.use(backend_name)
     import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
@@ -138,6 +139,11 @@ def serve(path: Path, backend_name: str) -> None:
     import pipeline.stages.generate  # noqa: F401
     import pipeline.stages.train  # noqa: F401
 
+    # Defaults the imports set (os.environ.setdefault), which a fresh process would add to its caller's.
+    defaults = {k: v for k, v in os.environ.items() if started_with.get(k) != v}
+    # Reaped at once, so a killed command's pid is gone (not a zombie) when the next command asks whether
+    # the process behind a RUNNING run is alive.
+    signal.signal(signal.SIGCHLD, lambda *_: reap())
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(64)
@@ -145,7 +151,6 @@ def serve(path: Path, backend_name: str) -> None:
     idle_since = time.monotonic()
     try:
         while time.monotonic() - idle_since < IDLE_SECONDS:
-            reap()
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
@@ -158,7 +163,7 @@ def serve(path: Path, backend_name: str) -> None:
             sys.stdout.flush(), sys.stderr.flush()
             if os.fork() == 0:
                 listener.close()
-                run_child(conn, json.loads(message), fds)
+                run_child(conn, json.loads(message), fds, defaults)
             conn.close()
             for fd in fds:
                 os.close(fd)
@@ -174,10 +179,11 @@ def reap() -> None:
         pass
 
 
-def run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+def run_child(conn: socket.socket, request: dict, fds: list[int], defaults: dict) -> None:
     """Becomes the caller's command: its streams, folder and environment; never returns."""
     global in_child
     in_child = True
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the command's own subprocesses are its to wait for
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -186,7 +192,7 @@ def run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update({**defaults, **request["env"]})
     conn.sendall(f"{os.getpid()}\n".encode())
     threading.Thread(target=die_with_caller, args=(conn,), daemon=True).start()
     sys.argv = request["argv"]

@@ -29,6 +29,7 @@ from pipeline.codec import CharCodec, Limits
 from pipeline.config import Task
 from pipeline.errors import AdderError
 from pipeline.serving import MAX_ROWS, AdderModel
+from test_e2e import cli_env  # commands in warm forks, as make run runs them; pytest puts tests/ on sys.path
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = PROJECT / ".venv" / "bin" if (PROJECT / ".venv" / "bin" / "adder").exists() else Path(sys.executable).parent
@@ -180,15 +181,6 @@ FAMILIES = {**TINY, "tasks": {**TINY["tasks"], OPS_TASK: {"terms": 2, "digits": 
                                                           "val_size": 20, "test_size": 50}},
             "experiments": {**TINY["experiments"], OPS: {**TINY["experiments"][EXPERIMENT], "task": OPS_TASK}}}
 REQUESTS, CLIENTS, DEADLINE_S = 2000, 8, 90
-
-
-def cli_env(tracking_uri: str | None = None) -> dict[str, str]:
-    """The venv first on PATH; no inherited MLflow / adder settings, so the store is the project's sqlite file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "ADDER_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="3")
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return env
 
 
 def adder(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
