@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.breakdown import BREAKDOWNS
 from test_e2e import BIN, GIT, PROJECT, make_repo, read_json, run, shown  # pytest puts tests/ on sys.path
 
 # Headless Chromium as root on a machine without network: no sandbox, no background connections.
@@ -79,8 +80,7 @@ def plot_specs(repo: Path, *command: str) -> dict[str, dict]:
 @pytest.mark.e2e
 def test_dvc_plots_are_a_handful_of_comparison_charts(families_repo):
     specs = plot_specs(families_repo, "show")
-    breakdowns = {f"plots/breakdown/{name}.csv" for name in ("terms", "digits", "operation", "brackets", "carries",
-                                                             "answer_length")}
+    breakdowns = {f"plots/breakdown/{name}.csv" for name in BREAKDOWNS}  # the steps ones: brackets-transformer-steps
     # Two learning-curve charts and one chart per breakdown, each with every experiment on it.
     assert set(specs) == {"Held-out exact match by epoch", "Held-out exact match by training seconds"} | breakdowns
     curves = specs["Held-out exact match by epoch"]
@@ -113,7 +113,8 @@ def test_dvc_plots_render_offline_in_chromium(families_repo):
                families_repo)
     assert page.returncode == 0, shown(page)
     dom = run(["chromium", *CHROMIUM, "--dump-dom", str(families_repo / "dvc_plots" / "index.html")], families_repo)
-    assert dom.stdout.count('class="marks"') == 8, shown(dom)  # vega-embed's canvas, one per chart
+    charts = 2 + len(BREAKDOWNS)  # the learning curves and one per breakdown
+    assert dom.stdout.count('class="marks"') == charts, shown(dom)  # vega-embed's canvas, one per chart
 
 
 @pytest.mark.e2e
