@@ -79,10 +79,11 @@ def run(argv: list[str]) -> int | None:
     request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
     socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
     replies = conn.makefile("rb")
-    child = int(replies.readline() or 0)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _: os.kill(child, signum))
-    status = replies.readline()
+    child = replies.readline()
+    if child:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda signum, _: os.kill(int(child), signum))
+    status = child and replies.readline()
     if not status:
         print(f"error: adder's process for `{' '.join(argv[1:])}` died without an exit status", file=sys.stderr)
         return 1

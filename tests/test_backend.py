@@ -90,6 +90,7 @@ MOVE = textwrap.dedent("""
     from pipeline.codec import save_codec
     from pipeline.config import Experiment, Task
     from pipeline.evaluate import predict_answers
+    from pipeline.model_folder import publish, staging_folder
     from pipeline.predict import load_trained
     from pipeline.problems import split_problems
     from pipeline.train import train
@@ -102,9 +103,10 @@ MOVE = textwrap.dedent("""
         out = folder / model
         if action == "train":
             trained = train(exp, task, splits["train"], splits["val"], seed=1)
-            out.mkdir()
-            trained.model.save(out / "model.keras")
-            save_codec(trained.codec, out / "codec.json")
+            staging = staging_folder(out)
+            trained.model.save(staging / "model.keras")
+            save_codec(trained.codec, staging / "codec.json")
+            publish(staging, {"run_id": "none: trained outside MLflow"}, out)
         loaded, codec = load_trained(out)
         answers[model] = predict_answers(loaded, codec, splits["val"].text).tolist()
     print(json.dumps(answers))

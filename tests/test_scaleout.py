@@ -166,10 +166,11 @@ def test_postgres_backed_server_records_the_pipeline(postgres_server, tmp_path):
     assert champion.run_id == run_.info.run_id
     mlflow.set_tracking_uri(server.uri)
     try:
-        answers = mlflow.pyfunc.load_model(f"models:/adder-{TASK}@champion").predict(["3+4", "10+10"])
+        rows = mlflow.pyfunc.load_model(f"models:/adder-{TASK}@champion").predict(["3+4", "10+10"])
     finally:
         mlflow.set_tracking_uri(None)
-    assert len(answers) == 2 and all(a.isdigit() or a == "" for a in answers), answers
+    assert len(rows) == 2 and rows["error"].isna().all(), rows  # a tiny model: any digits, but answered
+    assert all(answer.isdigit() for answer in rows["answer"]), rows
 
     # And the rows are in PostgreSQL, not in some other store.
     with psycopg2.connect(database.replace("postgresql+psycopg2", "postgresql")) as db, db.cursor() as cursor:
