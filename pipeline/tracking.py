@@ -346,8 +346,21 @@ def log_dataset(frame: pd.DataFrame, root: Path, path: Path, context: str):
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # answers are never missing
         dataset = mlflow.data.from_pandas(frame, source=path.relative_to(root).as_posix(),
                                           name=f"{path.parent.name}-{path.stem}", digest=digest)
-        mlflow.log_input(dataset, context=context)
+        log_input_once_stored(dataset, context)
     return dataset
+
+
+def log_input_once_stored(dataset, context: str, attempts: int = 5) -> None:
+    """mlflow.log_input, again when it lost a race: MLflow's store looks a dataset up and then inserts it, so
+    when two runs (a queued sweep's workers) first log one dataset at once, one insert breaks the unique key
+    and its whole transaction rolls back. Once the other's insert is committed, the lookup finds it."""
+    for attempt in range(attempts):
+        try:
+            return mlflow.log_input(dataset, context=context)
+        except mlflow.exceptions.MlflowException as e:
+            if attempt == attempts - 1 or not re.search(r"unique|duplicate key", str(e), re.IGNORECASE):
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def log_test_metrics(metrics: dict[str, float], dataset, model_uris: list[str]) -> None:

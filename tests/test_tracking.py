@@ -248,3 +248,47 @@ def test_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(AdderError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ is unreachable \(\w+\); "):
         tracking.connect(tmp_path)
+
+
+@pytest.mark.e2e
+def test_runs_logging_the_same_dataset_at_once_all_log_it(tmp_path):
+    """A queued sweep's workers log the same split to one server at once. MLflow's store looks a dataset up,
+    then inserts it, so one of two concurrent first logs fails on the unique key; every run must still log it."""
+    import threading
+
+    from test_e2e import mlflow_server  # pytest puts tests/ on sys.path
+
+    csv = tmp_path / "data" / "add3" / "train.csv"
+    csv.parent.mkdir(parents=True)
+    frame = pd.DataFrame({"problem": ["1+2"], "answer": [3]})
+    workers, rounds = 8, 4
+    with mlflow_server(tmp_path, f"sqlite:///{tmp_path / 'srv.db'}") as server:
+        server.wait_ready()
+        mlflow.set_tracking_uri(server.uri)
+        try:
+            client = mlflow.MlflowClient()
+            experiment_id = client.create_experiment("race")
+            for round_ in range(rounds):
+                csv.write_text(f"problem,answer\n1+2,3\n# round {round_}\n")  # a new digest: a first log again
+                barrier, errors = threading.Barrier(workers), []
+
+                def log(run_id: str) -> None:
+                    try:
+                        with mlflow.start_run(run_id=run_id):
+                            barrier.wait()
+                            tracking.log_dataset(frame, tmp_path, csv, "training")
+                    except Exception as e:  # noqa: BLE001 - reported below with the others
+                        errors.append(e)
+
+                runs = [client.create_run(experiment_id).info.run_id for _ in range(workers)]
+                threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                assert not errors, errors[0]
+                for run_id in runs:
+                    (logged,) = client.get_run(run_id).inputs.dataset_inputs
+                    assert logged.dataset.name == "add3-train"
+        finally:
+            mlflow.set_tracking_uri(None)
