@@ -624,6 +624,31 @@ def test_dead_tracking_server_fails_fast_without_training(tmp_path):
 
 
 @pytest.mark.e2e
+def test_dead_tracking_server_fails_evaluate_compare_and_predict_in_one_line_writing_nothing(repo):
+    """Against repo A's trained models: each command that reads or writes the tracking server stops before
+    it writes anything of its own (metrics, evaluation, report) when the server is down."""
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = cli_env(uri)
+    written = ("metrics", "evaluation", "reports", "plots")
+
+    def contents() -> dict[str, bytes]:
+        return {str(path): path.read_bytes() for folder in written for path in sorted((repo / folder).rglob("*"))
+                if path.is_file()}
+
+    before = contents()
+    started = time.monotonic()
+    results = run_concurrently((["adder", "evaluate", SEQ2SEQ], repo, env, 120), (["adder", "compare"], repo, env, 120),
+                               (["adder", "predict", "3+4", "--model", "models:/adder-seed@champion"], repo, env, 120))
+    elapsed = time.monotonic() - started
+    for result in results:
+        error = one_error_line(result)
+        assert uri in error and "unreachable" in error, error
+        assert result.stdout == "", shown(result)
+    assert elapsed < 30, f"took {elapsed:.0f}s to fail"
+    assert contents() == before
+
+
+@pytest.mark.e2e
 def test_invalid_params_value_is_named(tmp_path):
     params = json.loads(json.dumps(TINY))
     params["experiments"][SEQ2SEQ]["batch_size"] = 0

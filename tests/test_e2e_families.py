@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.breakdown import BREAKDOWNS
+from conftest import unavailable
 from test_e2e import BIN, GIT, PROJECT, make_repo, read_json, run, shown  # pytest puts tests/ on sys.path
 
 # Headless Chromium as root on a machine without network: no sandbox, no background connections.
@@ -103,9 +104,10 @@ def test_dvc_plots_diff_puts_two_revisions_on_one_chart(families_repo):
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("npm")), reason="needs Debian's chromium and npm")
 def test_dvc_plots_render_offline_in_chromium(families_repo):
     """`make plots`' page, with local vega files, rendered by headless Chromium: every chart draws."""
+    if not (shutil.which("chromium") and shutil.which("npm")):
+        unavailable("needs Debian's chromium and npm (`make chromium`, as .ci/run does)")
     vega = run(["make", "-C", str(PROJECT), ".vega/node_modules/.package-lock.json"], PROJECT)
     assert vega.returncode == 0, shown(vega)
     (families_repo / ".vega").symlink_to(PROJECT / ".vega")

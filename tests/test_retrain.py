@@ -194,46 +194,59 @@ def test_without_promotion_a_winner_is_held_until_promoted(registry, monkeypatch
 # --------------------------------------------------------------------------------------------------
 # end to end: two commits of different params, a real `dvc repro` and real diffs
 
-EXPERIMENT = "mapping-naive_mlp"
+EXPERIMENT, REGISTERED = "mapping-naive_mlp", "seed-seq2seq"
 
 
 def tiny(epochs: int) -> dict:
-    """The tiniest project: one mapping task and its MLP (no TensorFlow model registered, no seq2seq)."""
-    return {"seed": TINY["seed"], "backend": TINY["backend"], "tasks": {"mapping": TINY["tasks"]["mapping"]},
-            "experiments": {EXPERIMENT: {**TINY["experiments"][EXPERIMENT], "epochs": epochs}}}
+    """The tiniest project: the mapping MLP (which registers no model) and the seed task's seq2seq (which
+    registers versions of adder-seed), both trained for `epochs`."""
+    return {"seed": TINY["seed"], "backend": TINY["backend"], "tasks": TINY["tasks"],
+            "experiments": {name: {**TINY["experiments"][name], "epochs": epochs} for name in (EXPERIMENT, REGISTERED)}}
 
 
 @pytest.mark.e2e
-def test_retrain_report_shows_the_params_change_and_its_metric_change(tmp_path):
+def test_retrain_report_shows_the_params_change_and_its_metric_change_and_promotes(tmp_path):
     started = time.monotonic()
     repo = make_repo(tmp_path / "adder", tiny(epochs=2))
+    env = {k: v for k, v in cli_env().items() if not k.startswith("GITHUB_")}
     # Up to the metrics only (the report's own repro draws the figures); metrics/ is committed with dvc.lock.
+    # Registered, not promoted: a branch's run, as CI runs it off main.
     steps = [(["dvc", "repro", "--glob", "evaluate*"], 300), (GIT + ["add", "dvc.lock", "metrics"], 30),
              (GIT + ["commit", "-q", "-m", "params A, reproduced"], 30)]
     for args, timeout in steps:
-        result = run(args, repo, timeout=timeout)
+        result = run(args, repo, {**env, "ADDER_PROMOTE": "0"}, timeout=timeout)
         assert result.returncode == 0, shown(result)
     before = read_json(repo / "metrics" / f"{EXPERIMENT}.json")
     write_params(repo, tiny(epochs=8))
     result = run(GIT + ["commit", "-q", "-am", "more epochs"], repo)
     assert result.returncode == 0, shown(result)
 
-    env = {k: v for k, v in cli_env().items() if not k.startswith("GITHUB_") and k != "ADDER_PROMOTE"}
     env["GITHUB_STEP_SUMMARY"] = str(tmp_path / "summary.md")
-    result = run(["adder", "retrain-report", "--base", "HEAD~1"], repo, env)
+    result = run(["adder", "retrain-report", "--base", "HEAD~1", "--promote"], repo, env)  # main's run
     assert result.returncode == 0, shown(result)
     after = read_json(repo / "metrics" / f"{EXPERIMENT}.json")  # retrained by the report's `dvc repro`
     report = (repo / "reports" / "retrain.md").read_text()
 
-    assert f"| `experiments.{EXPERIMENT}.epochs` | `2` | `8` |" in report, report
+    for name in (EXPERIMENT, REGISTERED):
+        assert f"| `experiments.{name}.epochs` | `2` | `8` |" in report, report
     assert before["rmse"] != after["rmse"]
     rmse = f"| {EXPERIMENT} | rmse | {before['rmse']:.4f} | {after['rmse']:.4f} | {after['rmse'] - before['rmse']:+.4g}"
     assert rmse in report, report
-    assert "1 param changed, metrics of 1 experiment changed" in report, report
+    assert "2 params changed, metrics of 2 experiments changed" in report, report
     assert "![accuracy_vs_epoch](figures/accuracy_vs_epoch.png)" in report
     assert (repo / "reports" / "figures" / "accuracy_vs_epoch.png").is_file()
     assert (tmp_path / "summary.md").read_text() == report + "\n"  # the job summary gets the same report
-    assert "wrote" in result.stdout and "changed params: 1, experiments with changed metrics: 1" in result.stdout
+    assert "wrote" in result.stdout and "changed params: 2, experiments with changed metrics: 2" in result.stdout
+
+    # ADDER_PROMOTE reached evaluate through `dvc repro`: version 1 (params A) was held, and version 2,
+    # the retrained one, became the champion (there was none to beat); the report says so.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    assert client.get_model_version_by_alias("adder-seed", "champion").version == 2
+    held = client.get_run(client.get_model_version("adder-seed", "1").run_id).data.tags["registry.decision"]
+    assert held == "held"
+    assert "Champions may move (`--promote`, the main branch)." in report, report
+    assert f"| {REGISTERED} | adder-seed | 2 | promoted |" in report, report
+    assert client.get_model_version_by_alias("adder-all", "champion").tags["members"] == "adder-seed/2"
 
     error = one_error_line(run(["adder", "retrain-report", "--no-repro", "--base", "nosuch"], repo, env))
     assert "base revision 'nosuch' not found" in error

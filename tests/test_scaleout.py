@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import unavailable
 from test_e2e import (  # pytest puts tests/ on sys.path
     BIN, GIT, PROJECT, TINY, Server, check_training_run, cli_env, free_port, make_repo, mlflow_server, read_json,
     run, runs_by_name, shown,
@@ -58,7 +59,7 @@ def as_postgres_user() -> list[str]:
     except KeyError:
         runuser = None
     if runuser is None:
-        pytest.skip("running as root without a `postgres` user and runuser: PostgreSQL cannot start here")
+        unavailable("running as root without a `postgres` user and runuser: PostgreSQL cannot start here")
     return [runuser, "-u", "postgres", "--"]
 
 
@@ -68,7 +69,7 @@ def postgres_database():
     yields its SQLAlchemy URI. Skips only where PostgreSQL is not installed."""
     bindir = postgres_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (`apt-get install postgresql`, as .ci/run does)")
+        unavailable("PostgreSQL is not installed (`apt-get install postgresql`, as .ci/run does)")
     user = as_postgres_user()
     folder = Path(tempfile.mkdtemp(prefix="adder-pg-"))  # not under pytest's root-only tmp: postgres owns it
     if user:
@@ -385,16 +386,18 @@ def test_dvc_remote_shares_a_swept_model_with_a_fresh_clone(sweep, local_server,
 # --------------------------------------------------------------------------------------------------
 # 5. concurrent evaluates of one task race for the champion alias
 
-# One evaluate's registration, as `adder evaluate` makes it: a scored run, its logged model, then
-# register_and_crown. Random pauses around every alias read and write (the only thing faked here: the
-# timing) shake the interleaving; the processes, the server and the registry are real.
+# One evaluate's registration per round, as `adder evaluate` makes it: a scored run, its logged model, then
+# register_and_crown. The contenders wait for each other before deciding (a barrier of files), and random
+# pauses around every alias read and write (the only thing faked here: the timing) shake the interleaving;
+# the processes, the server and the registry are real.
 CONTENDER = """
 import json, random, sys, time
+from pathlib import Path
 import mlflow
 from pipeline import tracking
 
-uri, task, score, start_at, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-random.seed(seed)
+uri, barrier, me, contenders = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+random.seed(me)
 for method in ("get_model_version_by_alias", "set_registered_model_alias", "search_model_versions"):
     original = getattr(mlflow.MlflowClient, method)
     def paused(self, *args, _original=original, **kwargs):
@@ -403,19 +406,24 @@ for method in ("get_model_version_by_alias", "set_registered_model_alias", "sear
     setattr(mlflow.MlflowClient, method, paused)
 mlflow.set_tracking_uri(uri)
 mlflow.set_experiment("race")
-with mlflow.start_run() as run:
-    mlflow.log_metric("test_exact_match", score)
-    mlflow.set_tag("test_sha256", "the test set")
-    model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
-    time.sleep(max(0.0, start_at - time.time()))  # all four decide at once
-    decision = tracking.register_and_crown(task, f"models:/{model.model_id}", run.info.run_id, score, "the test set")
-print(json.dumps(decision))
+decisions = []
+for round_, score in enumerate(json.loads(sys.argv[5])):
+    with mlflow.start_run() as run:
+        mlflow.log_metric("test_exact_match", score)
+        mlflow.set_tag("test_sha256", "the test set")
+        model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
+        (barrier / f"{round_}-{me}").touch()
+        while len(list(barrier.glob(f"{round_}-*"))) < contenders:  # all of them decide at once
+            time.sleep(0.01)
+        decisions.append(tracking.register_and_crown(f"race{round_}", f"models:/{model.model_id}", run.info.run_id,
+                                                     score, "the test set"))
+print(json.dumps(decisions))
 """
 CONTENDERS, ROUNDS = 4, 3
 
 
 @pytest.mark.e2e
-def test_concurrent_evaluates_leave_the_champion_on_the_best_version(local_server):
+def test_concurrent_evaluates_leave_the_champion_on_the_best_version(local_server, tmp_path):
     import random
 
     import mlflow
@@ -423,26 +431,25 @@ def test_concurrent_evaluates_leave_the_champion_on_the_best_version(local_serve
     local_server.wait_ready()
     client = mlflow.MlflowClient(local_server.uri)
     env = {**cli_env(), "PYTHONPATH": str(PROJECT)}
+    scores = [random.Random(round_).sample([0.2, 0.5, 0.7, 0.9, 0.95], CONTENDERS) for round_ in range(ROUNDS)]
+    processes = [subprocess.Popen([str(BIN / "python"), "-c", CONTENDER, local_server.uri, str(tmp_path), str(i),
+                                   str(CONTENDERS), json.dumps([round_scores[i] for round_scores in scores])],
+                                  env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(CONTENDERS)]
+    by_contender = []
+    for process in processes:
+        out, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err[-3000:]
+        by_contender.append(json.loads(out.strip().splitlines()[-1]))
     outcomes = []
     for round_ in range(ROUNDS):
-        task = f"race{round_}"
-        scores = random.Random(round_).sample([0.2, 0.5, 0.7, 0.9, 0.95], CONTENDERS)
-        start_at = time.time() + 20  # past every contender's start-up (importing MLflow)
-        processes = [subprocess.Popen([str(BIN / "python"), "-c", CONTENDER, local_server.uri, task, str(score),
-                                       str(start_at), str(round_ * 10 + i)], env=env, cwd=PROJECT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for i, score in enumerate(scores)]
-        decisions = []
-        for process in processes:
-            out, err = process.communicate(timeout=180)
-            assert process.returncode == 0, err[-3000:]
-            decisions.append(json.loads(out.strip().splitlines()[-1]))
-        name = f"adder-{task}"
+        decisions = [contender[round_] for contender in by_contender]
+        name = f"adder-race{round_}"
         champion = client.get_model_version_by_alias(name, "champion")
         by_version = {d["version"]: d for d in decisions}
         score_of = {version: d["candidate_exact_match"] for version, d in by_version.items()}
         # The alias ends on the best version, whose run says it was promoted.
-        assert score_of[str(champion.version)] == max(scores), decisions
+        assert score_of[str(champion.version)] == max(scores[round_]), decisions
         assert by_version[str(champion.version)]["decision"] == "promoted", decisions
         # Every promotion recorded took effect over a lower version (or none): following what each replaced
         # from the champion back is a chain of strictly rising scores through promoted runs only.
@@ -451,10 +458,60 @@ def test_concurrent_evaluates_leave_the_champion_on_the_best_version(local_serve
                 replaced = d["champion_version"]
                 assert replaced is None or score_of[replaced] < d["candidate_exact_match"], decisions
             else:
-                assert d["decision"] == "kept" and d["candidate_exact_match"] < max(scores), decisions
+                assert d["decision"] == "kept" and d["candidate_exact_match"] < max(scores[round_]), decisions
         # What each run records is what it returned.
         for d in decisions:
             run = client.get_run(client.get_model_version(name, d["version"]).run_id)
             assert run.data.tags["registry.decision"] == d["decision"], (d, run.data.tags)
         outcomes.append(" ".join(f"{d['candidate_exact_match']}:{d['decision']}" for d in decisions))
     print("\nrace: " + "; ".join(outcomes), end="")
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. a sweep's workers log the same dataset at once
+
+
+@pytest.mark.e2e
+def test_runs_logging_the_same_dataset_at_once_all_log_it(local_server, tmp_path):
+    """MLflow's store looks a dataset up, then inserts it, so of two concurrent first logs of one dataset one
+    breaks the unique key (as a queued sweep's two workers once did); every run must still log it."""
+    import threading
+
+    import mlflow
+    import pandas as pd
+
+    from pipeline import tracking
+
+    csv = tmp_path / "data" / "add3" / "train.csv"
+    csv.parent.mkdir(parents=True)
+    frame = pd.DataFrame({"problem": ["1+2"], "answer": [3]})
+    workers, rounds = 8, 3
+    local_server.wait_ready()
+    mlflow.set_tracking_uri(local_server.uri)
+    try:
+        client = mlflow.MlflowClient()
+        experiment_id = client.create_experiment("dataset-race")
+        for round_ in range(rounds):
+            csv.write_text(f"problem,answer\n1+2,3\n# round {round_}\n")  # a new digest: a first log again
+            barrier, errors = threading.Barrier(workers), []
+
+            def log(run_id: str) -> None:
+                try:
+                    with mlflow.start_run(run_id=run_id):
+                        barrier.wait()
+                        tracking.log_dataset(frame, tmp_path, csv, "training")
+                except Exception as e:  # noqa: BLE001 - reported below with the others
+                    errors.append(e)
+
+            runs = [client.create_run(experiment_id).info.run_id for _ in range(workers)]
+            threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert not errors, errors[0]
+            for run_id in runs:
+                (logged,) = client.get_run(run_id).inputs.dataset_inputs
+                assert logged.dataset.name == "add3-train"
+    finally:
+        mlflow.set_tracking_uri(None)
