@@ -84,8 +84,8 @@ def predict(
         raise AdderError(f"--steps: {predictor.source} was trained without worked steps; "
                          "use a model trained with answer: steps")
     checked = [check(predictor, line) for line in lines]
-    answers = iter(with_steps(predictor, [c for c in checked if isinstance(c, str)]) if steps else
-                   predictor.answer([c for c in checked if isinstance(c, str)]))
+    good = [c for c in checked if isinstance(c, str)]
+    answers = iter(with_steps(predictor, good) if steps else predictor.answer(good))
     bad = 0
     for number, item in enumerate(checked, 1):
         if isinstance(item, AdderError):

@@ -90,6 +90,12 @@ class PositionalEmbedding(layers.Layer):
         self.tokens = layers.Embedding(vocabulary, dim)
         self.positions = layers.Embedding(length, dim)
 
+    def build(self, input_shape):
+        # Built here, not on first call, so that a loaded model gets its weights before they are assigned.
+        self.tokens.build(input_shape)
+        self.positions.build((self.length,))
+        super().build(input_shape)
+
     def call(self, codes):
         steps = keras.ops.arange(keras.ops.shape(codes)[-1])
         return self.tokens(codes) + self.positions(steps)
