@@ -63,6 +63,7 @@ def saved(tmp_path_factory):
     splits = split_problems(TASK, 0)
     before, pyfuncs = {}, {}
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_experiment("kinds")  # not whichever experiment an earlier test in this process left active
     try:
         for kind in MODELS:
             seed_everything(1)

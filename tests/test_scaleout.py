@@ -491,6 +491,7 @@ def test_runs_logging_the_same_dataset_at_once_all_log_it(local_server, tmp_path
     try:
         client = mlflow.MlflowClient()
         experiment_id = client.create_experiment("dataset-race")
+        mlflow.set_experiment(experiment_id=experiment_id)  # runs resume only in the active experiment
         for round_ in range(rounds):
             csv.write_text(f"problem,answer\n1+2,3\n# round {round_}\n")  # a new digest: a first log again
             barrier, errors = threading.Barrier(workers), []
