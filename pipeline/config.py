@@ -103,6 +103,9 @@ class Experiment(Strict):
     learning_rate: float = Field(0.001, gt=0, le=1)
     # cosine: decay the learning rate to zero over the planned steps; large batches train fast with it.
     schedule: Literal["constant", "cosine"] = "constant"
+    # Problems holding an operation drawn this many times as often ({"*": 3}); a problem counts at the
+    # largest weight among its operations, 1 for those not listed. Needs samples_per_epoch (draws).
+    oversample: dict[Literal["+", "-", "*"], Annotated[float, Field(gt=0)]] = {}
     # Stop once held-out exact match reaches this (time-to-accuracy is the headline figure).
     target: float | None = Field(None, gt=0, le=1)
     # Stop after the epoch that passes this many seconds of training.
@@ -147,6 +150,8 @@ class Experiment(Strict):
             raise ValueError("transformer takes units: [width, ...], one equal entry per block, a multiple of 4 heads")
         if self.eval_lengths and self.model != "digitwise":
             raise ValueError("eval_lengths needs a length-agnostic model (digitwise)")
+        if self.oversample and not self.samples_per_epoch:
+            raise ValueError("oversample draws each epoch's samples; set samples_per_epoch")
         if self.answer is not None and self.model not in DECODER_MODELS:
             raise ValueError(f"answer: {self.answer} needs a decoder that writes answers of any length "
                              f"({' or '.join(DECODER_MODELS)}); {self.model} writes a fixed-width answer")
@@ -196,6 +201,10 @@ class Params(Strict):
             if exp.model == "digitwise" and (task.ops != "+" or task.brackets):
                 raise ValueError(f"experiments.{name}.model: digitwise adds digit columns; task {exp.task!r} "
                                  "has other operations or brackets")
+            for op in exp.oversample:
+                if op not in task.ops:
+                    raise ValueError(f"experiments.{name}.oversample: {op!r} is not an operation of task {exp.task!r} "
+                                     f"(its ops: {' '.join(task.ops)})")
             if not re.fullmatch(pattern, name):
                 raise ValueError(f"experiment name {name!r}: must be <task>-<model>[-variant], here {exp.task}-{exp.model}[-...]")
         for name in self.studies:

@@ -32,11 +32,26 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def epoch_indices(n: int, exp: Experiment, rng: np.random.Generator) -> np.ndarray:
-    """(epochs, samples) row indices: fresh draws per epoch, or a shuffled pass over the split."""
+def epoch_indices(n: int, exp: Experiment, rng: np.random.Generator, chances: np.ndarray | None = None) -> np.ndarray:
+    """(epochs, samples) row indices: fresh draws per epoch (each row with its chance, if given), or a
+    shuffled pass over the split."""
+    if chances is not None:
+        return rng.choice(n, size=(exp.epochs, exp.samples_per_epoch), p=chances)
     if exp.samples_per_epoch:
         return rng.integers(0, n, size=(exp.epochs, exp.samples_per_epoch))
     return np.stack([rng.permutation(n) for _ in range(exp.epochs)])
+
+
+def draw_chances(texts, ops: str, oversample: dict[str, float]) -> np.ndarray | None:
+    """Each problem's chance of a draw under exp.oversample: the largest weight among the operations it
+    holds (1 for those not listed), normalised; None when nothing is oversampled."""
+    if not oversample:
+        return None
+    texts = np.asarray(texts, dtype=str)
+    weights = np.zeros(len(texts))
+    for op in ops:
+        weights = np.where(np.strings.find(texts, op) >= 0, np.maximum(weights, oversample.get(op, 1.0)), weights)
+    return weights / weights.sum()
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -142,7 +157,8 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
           on_epoch: EpochHook | None = None) -> Trained:
     seed_everything(seed)
     codec = make_codec(exp, Limits.of(task), train_split)
-    indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed))
+    chances = draw_chances(train_split.text, task.ops, exp.oversample)
+    indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed), chances)
     stream = EpochBatches(*codec.training_pair(train_split.text, train_split.answer, train_split.steps), indices, exp.batch_size)
     steps = stream.steps
     with replicas(exp, indices.shape[1]) as n:

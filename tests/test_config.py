@@ -257,3 +257,19 @@ def test_answer_framing_needs_a_decoder(answer):
     message = error_of(params)
     assert message.startswith("params.yaml: experiments.seed-seq2seq: answer: ")
     assert f"answer: {answer} needs a decoder that writes answers of any length (attention or transformer)" in message
+
+
+def test_oversample_names_operations_of_its_task_and_needs_draws():
+    params = raw()
+    params["experiments"]["ops-transformer"]["oversample"] = {"/": 3}
+    assert "experiments.ops-transformer.oversample" in error_of(params)
+    params["experiments"]["ops-transformer"]["oversample"] = {"*": 0}
+    assert "experiments.ops-transformer.oversample" in error_of(params)
+    params = raw()
+    params["experiments"]["add3-attention"]["oversample"] = {"*": 3}
+    assert error_of(params) == ("params.yaml: experiments.add3-attention.oversample: '*' is not an operation of "
+                                "task 'add3' (its ops: +)")
+    params = raw()
+    params["experiments"]["ops-transformer"]["samples_per_epoch"] = None
+    params["experiments"]["ops-transformer"]["oversample"] = {"*": 3}
+    assert "oversample draws each epoch's samples; set samples_per_epoch" in error_of(params)

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.problems import split_problems  # noqa: E402
-from pipeline.train import EpochBatches, epoch_indices, steps_per_execution, train  # noqa: E402
+from pipeline.train import EpochBatches, draw_chances, epoch_indices, steps_per_execution, train  # noqa: E402
 
 TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
 SPLITS = split_problems(TASK, 0)
@@ -80,6 +80,17 @@ def test_epoch_indices_full_pass_without_samples_per_epoch():
     for row in indices:
         assert sorted(row) == list(range(30))
     assert len({tuple(row) for row in indices}) == 3  # reshuffled every epoch
+
+
+def test_oversampled_operations_are_drawn_as_often_as_their_weight_says():
+    texts = ["1+2", "3*4", "5-6", "(1+2)*3", "7+8-9"]
+    chances = draw_chances(texts, "+-*", {"*": 3, "+": 0.5})
+    # A problem counts at its largest weight: "7+8-9" holds + (0.5) and - (1, not listed).
+    np.testing.assert_allclose(chances, np.array([0.5, 3, 1, 3, 1]) / 8.5)
+    assert draw_chances(texts, "+-*", {}) is None
+    exp = MLP.model_copy(update={"epochs": 2, "samples_per_epoch": 85_000})
+    counts = np.bincount(epoch_indices(5, exp, np.random.default_rng(0), chances).ravel(), minlength=5)
+    np.testing.assert_allclose(counts / counts.sum(), chances, atol=0.005)
 
 
 def test_epoch_batches_never_straddle_epochs():
