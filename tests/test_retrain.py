@@ -229,7 +229,7 @@ def test_retrain_report_shows_the_params_change_and_its_metric_change_and_promot
 
     for name in (EXPERIMENT, REGISTERED):
         assert f"| `experiments.{name}.epochs` | `2` | `8` |" in report, report
-    assert before["rmse"] != after["rmse"]
+    assert after["rmse"] < before["rmse"]  # 8 epochs fit better than 2
     rmse = f"| {EXPERIMENT} | rmse | {before['rmse']:.4f} | {after['rmse']:.4f} | {after['rmse'] - before['rmse']:+.4g}"
     assert rmse in report, report
     assert "2 params changed, metrics of 2 experiments changed" in report, report
