@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sysconfig
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,8 +19,8 @@ from pipeline import model_folder
 from pipeline.codec import Limits, save_codec
 from pipeline.config import MODELS, NUMBER_MODELS, Experiment, Task
 from pipeline.evaluate import predict_answers
-from pipeline.problems import split_problems
 from pipeline.models import build_model, make_codec
+from pipeline.problems import split_problems
 from pipeline.train import seed_everything
 from test_e2e import BIN, cli_env, shown  # pytest puts tests/ on sys.path
 
