@@ -22,7 +22,7 @@ from pipeline.evaluate import predict_answers
 from pipeline.models import build_model, make_codec
 from pipeline.problems import split_problems
 from pipeline.train import seed_everything
-from test_e2e import BIN, cli_env, shown  # pytest puts tests/ on sys.path
+from test_e2e import BIN, cli_env, shown, tracking_uri  # pytest puts tests/ on sys.path
 
 TASK = Task(terms=2, digits=2, train_size=300, val_size=30, test_size=30)
 UNITS = {"naive_lstm": (8,), "naive_mlp": (8, 4), "seq2seq": (16, 8), "digitwise": (16,), "attention": (16,),
@@ -61,9 +61,8 @@ def saved(tmp_path_factory):
         "experiments": {name: exp.model_dump(mode="json", exclude_none=True) for name, exp in experiments.items()}}))
     splits = split_problems(TASK, 0)
     before, pyfuncs = {}, {}
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    mlflow.set_experiment("kinds")  # not whichever experiment an earlier test in this process left active
-    try:
+    with tracking_uri(f"sqlite:///{root / 'mlflow.db'}"):
+        mlflow.set_experiment("kinds")  # not whichever experiment an earlier test in this process left active
         for kind in MODELS:
             seed_everything(1)
             exp = experiments[f"add-{kind}"]
@@ -80,8 +79,6 @@ def saved(tmp_path_factory):
                 with mlflow.start_run():
                     uri = log_serving_model([(kind, out, None)], EXPRESSIONS[0], "jax")
                 pyfuncs[kind] = mlflow.artifacts.download_artifacts(uri, dst_path=str(root / "served" / kind))
-    finally:
-        mlflow.set_tracking_uri(None)
     return root, before, pyfuncs
 
 

@@ -24,7 +24,7 @@ import pytest
 from conftest import unavailable
 from test_e2e import (  # pytest puts tests/ on sys.path
     BIN, GIT, PROJECT, TINY, Server, check_training_run, cli_env, free_port, make_repo, mlflow_server, read_json,
-    run, runs_by_name, shown,
+    run, runs_by_name, shown, tracking_uri,
 )
 
 # One task and one sequence experiment of test_e2e's TINY: a run, a logged model, a registered version.
@@ -487,8 +487,7 @@ def test_runs_logging_the_same_dataset_at_once_all_log_it(local_server, tmp_path
     frame = pd.DataFrame({"problem": ["1+2"], "answer": [3]})
     workers, rounds = 8, 3
     local_server.wait_ready()
-    mlflow.set_tracking_uri(local_server.uri)
-    try:
+    with tracking_uri(local_server.uri):
         client = mlflow.MlflowClient()
         experiment_id = client.create_experiment("dataset-race")
         mlflow.set_experiment(experiment_id=experiment_id)  # runs resume only in the active experiment
@@ -514,5 +513,3 @@ def test_runs_logging_the_same_dataset_at_once_all_log_it(local_server, tmp_path
             for run_id in runs:
                 (logged,) = client.get_run(run_id).inputs.dataset_inputs
                 assert logged.dataset.name == "add3-train"
-    finally:
-        mlflow.set_tracking_uri(None)

@@ -248,4 +248,3 @@ def test_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(AdderError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ is unreachable \(\w+\); "):
         tracking.connect(tmp_path)
-
