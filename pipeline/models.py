@@ -97,20 +97,72 @@ class PositionalEmbedding(layers.Layer):
         super().build(input_shape)
 
     def call(self, codes):
-        steps = keras.ops.arange(keras.ops.shape(codes)[-1])
-        return self.tokens(codes) + self.positions(steps)
+        return self.tokens(codes) + self.positions(keras.ops.arange(keras.ops.shape(codes)[-1]))
+
+    def at(self, codes, position: int):
+        """The embedding of codes (batch, 1) all standing at one position."""
+        return self.tokens(codes) + self.positions(keras.ops.convert_to_tensor([position]))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocabulary": self.vocabulary, "length": self.length, "dim": self.dim}
 
 
-def transformer_block(x, dim: int, heads: int, memory=None, causal: bool = False):
-    """Self-attention (causal in the decoder), cross-attention over memory if given, then a feed-forward layer."""
-    x = layers.LayerNormalization()(x + layers.MultiHeadAttention(heads, dim // heads)(x, x, use_causal_mask=causal))
-    if memory is not None:
-        x = layers.LayerNormalization()(x + layers.MultiHeadAttention(heads, dim // heads)(x, memory))
-    feed = layers.Dense(dim)(layers.Dense(4 * dim, activation="relu")(x))
-    return layers.LayerNormalization()(x + feed)
+@keras.saving.register_keras_serializable(package="adder")
+class TransformerBlock(layers.Layer):
+    """Self-attention (causal in a decoder block), cross-attention over the encoder's memory (decoder
+    blocks), then a feed-forward layer; each added to its input and normalised."""
+
+    def __init__(self, dim: int, heads: int, decoder: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.heads, self.decoder = dim, heads, decoder
+        self.own = layers.MultiHeadAttention(heads, dim // heads)
+        self.own_norm = layers.LayerNormalization()
+        if decoder:
+            self.cross = layers.MultiHeadAttention(heads, dim // heads)
+            self.cross_norm = layers.LayerNormalization()
+        self.hidden = layers.Dense(4 * dim, activation="relu")
+        self.out = layers.Dense(dim)
+        self.out_norm = layers.LayerNormalization()
+
+    def build(self, x_shape, memory_shape=None):
+        self.own.build(x_shape, x_shape)
+        self.own_norm.build(x_shape)
+        if self.decoder:
+            self.cross.build(x_shape, memory_shape)
+            self.cross_norm.build(x_shape)
+        self.hidden.build(x_shape)
+        self.out.build((*x_shape[:-1], 4 * self.dim))
+        self.out_norm.build(x_shape)
+        super().build(x_shape)
+
+    def call(self, x, memory=None):
+        x = self.own_norm(x + self.own(x, x, use_causal_mask=self.decoder))
+        if self.decoder:
+            x = self.cross_norm(x + self.cross(x, memory))
+        return self.out_norm(x + self.out(self.hidden(x)))
+
+    def step(self, x, cache, memory_keys_values):
+        """call() for one new position x (batch, 1, dim) of a decoder block, given the keys and values of
+        the positions before it (cache; None at the first) and of the memory; returns its output and the
+        cache with its own key and value added. Attending to earlier positions only is the causal mask."""
+        keys, values = self.own.key_dense(x), self.own.value_dense(x)
+        if cache is not None:
+            keys, values = keras.ops.concatenate([cache[0], keys], 1), keras.ops.concatenate([cache[1], values], 1)
+        x = self.own_norm(x + attend(self.own, x, keys, values))
+        x = self.cross_norm(x + attend(self.cross, x, *memory_keys_values))
+        return self.out_norm(x + self.out(self.hidden(x))), (keys, values)
+
+    def memory_keys_values(self, memory) -> tuple:
+        return self.cross.key_dense(memory), self.cross.value_dense(memory)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "decoder": self.decoder}
+
+
+def attend(attention: layers.MultiHeadAttention, x, keys, values):
+    """What the attention layer gives for queries x over already projected keys and values."""
+    heads = keras.ops.dot_product_attention(attention.query_dense(x), keys, values)
+    return attention.output_dense(heads)
 
 
 def transformer(exp: Experiment, codec: TokenCodec) -> keras.Model:
@@ -118,13 +170,13 @@ def transformer(exp: Experiment, codec: TokenCodec) -> keras.Model:
     dim, heads = exp.units[0], 4
     expression = keras.Input((codec.in_width,), dtype="int32", name="expression")
     previous = keras.Input((None,), dtype="int32", name="previous_tokens")
-    memory = PositionalEmbedding(codec.n_symbols, codec.in_width, dim)(expression)
+    memory = PositionalEmbedding(codec.n_symbols, codec.in_width, dim, name="expression_embedding")(expression)
     for _ in exp.units:
-        memory = transformer_block(memory, dim, heads)
-    x = PositionalEmbedding(codec.out_symbols, codec.out_steps, dim)(previous)
+        memory = TransformerBlock(dim, heads)(memory)
+    x = PositionalEmbedding(codec.out_symbols, codec.out_steps, dim, name="answer_embedding")(previous)
     for _ in exp.units:
-        x = transformer_block(x, dim, heads, memory=memory, causal=True)
-    output = layers.Dense(codec.out_symbols, activation="softmax")(x)
+        x = TransformerBlock(dim, heads, decoder=True)(x, memory)
+    output = layers.Dense(codec.out_symbols, activation="softmax", name="next_token")(x)
     return keras.Model([expression, previous], output, name="transformer")
 
 

@@ -58,6 +58,24 @@ def test_decoder_models_shapes(model, units):
     assert predict_answers(net, codec, np.array(["12+50"])).shape == (1,)
 
 
+@pytest.mark.parametrize("units, answer", [((16,), "reversed"), ((16, 16), "plain")])
+def test_transformer_decodes_with_cached_keys_as_by_whole_passes(units, answer):
+    import keras
+
+    from pipeline.decoding import cached_greedy
+
+    keras.utils.set_random_seed(0)
+    exp = Experiment(task="add3", model="transformer", units=units, epochs=1, batch_size=8, answer=answer)
+    codec = make_codec(exp, ADD3)
+    net = build_model(exp, codec)
+    rng = np.random.default_rng(0)
+    x = codec.encode_inputs(np.array([f"{a}+{b}" for a, b in rng.integers(0, 1000, (300, 2))]))
+    cached, passes = codec.infer(net, x), codec.infer_by_passes(net, x)
+    assert cached_greedy(net, codec.out_steps, codec.START) is not None
+    assert (cached.argmax(-1) == passes.argmax(-1)).all()
+    np.testing.assert_allclose(cached, passes, atol=1e-5)
+
+
 def test_transformer_units_validated():
     with pytest.raises(ValueError, match="transformer"):
         Experiment(task="add3", model="transformer", units=(30,), epochs=1, batch_size=8)

@@ -7,16 +7,23 @@ import numpy as np
 
 from pipeline.expressions import Limits
 
-PREDICT_BATCH = 4096
+PREDICT_BATCH = 1024  # measured fastest on CPU for the sequence models (docs/benchmarks.md)
 
 
 def run_batches(model, x) -> np.ndarray:
     """model outputs for x (an array or a list of arrays), PREDICT_BATCH rows per call.
-    predict_on_batch skips model.predict's per-call set-up, which costs ~0.25 s even for 100 rows."""
+    predict_on_batch skips model.predict's per-call set-up, which costs ~0.25 s even for 100 rows.
+    A shorter last batch is padded to a power of two: compiled backends (JAX) compile a model once per
+    batch size, so that bounds the sizes a model ever sees to eleven."""
     inputs = x if isinstance(x, list) else [x]
-    chunks = [model.predict_on_batch([a[i : i + PREDICT_BATCH] for a in inputs] if len(inputs) > 1 else inputs[0][i : i + PREDICT_BATCH])
-              for i in range(0, len(inputs[0]), PREDICT_BATCH)]
-    return np.concatenate([np.asarray(c) for c in chunks])
+    rows = len(inputs[0])
+    outputs = []
+    for start in range(0, rows, PREDICT_BATCH):
+        batch = [a[start : start + PREDICT_BATCH] for a in inputs]
+        n = len(batch[0])
+        padded = [np.concatenate([a, np.repeat(a[:1], (1 << (n - 1).bit_length()) - n, axis=0)]) for a in batch]
+        outputs.append(np.asarray(model.predict_on_batch(padded if len(padded) > 1 else padded[0]))[:n])
+    return np.concatenate(outputs)
 
 
 class Checked:

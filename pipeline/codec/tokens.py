@@ -111,7 +111,17 @@ class TokenCodec(CharCodec):
         return (self.encode_inputs(texts), self.decoder_inputs(y)), y
 
     def infer(self, model, x: np.ndarray) -> np.ndarray:
-        """Greedy decoding: each pass fixes one more token; causal decoders keep earlier ones unchanged."""
+        """Greedy decoding. A transformer decodes in one compiled graph with cached keys and values
+        (pipeline.decoding); other decoders by passes."""
+        from pipeline.decoding import cached_greedy  # Keras: imported once a model runs
+
+        if (decoder := cached_greedy(model, self.out_steps, self.START)) is not None:
+            return run_batches(decoder, x)
+        return self.infer_by_passes(model, x)
+
+    def infer_by_passes(self, model, x: np.ndarray) -> np.ndarray:
+        """Greedy decoding by whole passes of the model: each fixes one more token; causal decoders keep
+        earlier ones unchanged."""
         tokens = np.full((len(x), self.out_steps), self.START, np.int32)
         for step in range(self.out_steps):
             probs = run_batches(model, [x, tokens])
