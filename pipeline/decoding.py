@@ -11,6 +11,9 @@ from pipeline.models import TransformerBlock
 
 # model -> {(steps, start): its decoder}, so that each keeps its compiled graph while the model lives
 _decoders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Answers of up to this many tokens are written by a graph with one copy of the step per token (fastest);
+# longer ones by a loop over one copy, which compiles in seconds instead of minutes.
+UNROLLED = 8
 
 
 class CachedGreedy(keras.Model):
@@ -32,16 +35,29 @@ class CachedGreedy(keras.Model):
         for block in self.encoder:
             memory = block(memory)
         memories = [block.memory_keys_values(memory) for block in self.decoder]
-        caches = [None] * len(self.decoder)
-        token = keras.ops.zeros_like(expression[:, :1]) + self.start
-        outputs = []
-        for position in range(self.steps):
+        batch = keras.ops.shape(expression)[0]
+
+        def write(position, state):
+            token, caches, outputs = state
             x = self.answer_embedding.at(token, position)
-            for i, block in enumerate(self.decoder):
-                x, caches[i] = block.step(x, caches[i], memories[i])
-            outputs.append(self.next_token(x))
-            token = keras.ops.cast(keras.ops.argmax(outputs[-1], axis=-1), "int32")
-        return keras.ops.concatenate(outputs, axis=1)
+            written = []
+            for block, cache, memory_keys_values in zip(self.decoder, caches, memories):
+                x, cache = block.step(x, position, cache, memory_keys_values)
+                written.append(cache)
+            probabilities = self.next_token(x)
+            outputs = keras.ops.slice_update(outputs, (0, position, 0), probabilities)
+            return keras.ops.cast(keras.ops.argmax(probabilities, axis=-1), "int32"), written, outputs
+
+        caches = [tuple(keras.ops.zeros((batch, self.steps, block.heads, block.dim // block.heads)) for _ in "kv")
+                  for block in self.decoder]
+        start = keras.ops.zeros_like(expression[:, :1]) + self.start
+        outputs = keras.ops.zeros((batch, self.steps, self.next_token.units))
+        state = (start, caches, outputs)
+        if self.steps > UNROLLED:
+            return keras.ops.fori_loop(0, self.steps, write, state)[2]
+        for position in range(self.steps):
+            state = write(position, state)
+        return state[2]
 
 
 def cached_greedy(model, steps: int, start: int) -> CachedGreedy | None:

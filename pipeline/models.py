@@ -99,9 +99,9 @@ class PositionalEmbedding(layers.Layer):
     def call(self, codes):
         return self.tokens(codes) + self.positions(keras.ops.arange(keras.ops.shape(codes)[-1]))
 
-    def at(self, codes, position: int):
-        """The embedding of codes (batch, 1) all standing at one position."""
-        return self.tokens(codes) + self.positions(keras.ops.convert_to_tensor([position]))
+    def at(self, codes, position):
+        """The embedding of codes (batch, 1) all standing at one position (a scalar tensor)."""
+        return self.tokens(codes) + self.positions(keras.ops.reshape(position, (1,)))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocabulary": self.vocabulary, "length": self.length, "dim": self.dim}
@@ -141,14 +141,15 @@ class TransformerBlock(layers.Layer):
             x = self.cross_norm(x + self.cross(x, memory))
         return self.out_norm(x + self.out(self.hidden(x)))
 
-    def step(self, x, cache, memory_keys_values):
-        """call() for one new position x (batch, 1, dim) of a decoder block, given the keys and values of
-        the positions before it (cache; None at the first) and of the memory; returns its output and the
-        cache with its own key and value added. Attending to earlier positions only is the causal mask."""
-        keys, values = self.own.key_dense(x), self.own.value_dense(x)
-        if cache is not None:
-            keys, values = keras.ops.concatenate([cache[0], keys], 1), keras.ops.concatenate([cache[1], values], 1)
-        x = self.own_norm(x + attend(self.own, x, keys, values))
+    def step(self, x, position, cache: tuple, memory_keys_values: tuple):
+        """call() for one position x (batch, 1, dim) of a decoder block, given the keys and values of every
+        position (cache, each (batch, steps, heads, head size), those from `position` on unwritten) and of
+        the memory; returns its output and the cache with this position's key and value written. Attending
+        to the positions up to this one is the causal mask."""
+        keys, values = (keras.ops.slice_update(c, (0, position, 0, 0), dense(x))
+                        for c, dense in zip(cache, (self.own.key_dense, self.own.value_dense)))
+        written = keras.ops.arange(keras.ops.shape(keys)[1]) <= position
+        x = self.own_norm(x + attend(self.own, x, keys, values, written[None, None, None, :]))
         x = self.cross_norm(x + attend(self.cross, x, *memory_keys_values))
         return self.out_norm(x + self.out(self.hidden(x))), (keys, values)
 
@@ -159,9 +160,9 @@ class TransformerBlock(layers.Layer):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "decoder": self.decoder}
 
 
-def attend(attention: layers.MultiHeadAttention, x, keys, values):
+def attend(attention: layers.MultiHeadAttention, x, keys, values, mask=None):
     """What the attention layer gives for queries x over already projected keys and values."""
-    heads = keras.ops.dot_product_attention(attention.query_dense(x), keys, values)
+    heads = keras.ops.dot_product_attention(attention.query_dense(x), keys, values, mask=mask)
     return attention.output_dense(heads)
 
 
