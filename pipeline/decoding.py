@@ -29,6 +29,7 @@ class CachedGreedy(keras.Model):
         self.decoder = [block for block in blocks if block.decoder]
         self.next_token = model.get_layer("next_token")
         self.steps, self.start = steps, start
+        self.built = True  # its layers are the trained model's: built; Keras would otherwise build it by an eager run
 
     def call(self, expression):
         memory = self.expression_embedding(expression)
