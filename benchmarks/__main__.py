@@ -119,7 +119,7 @@ def bench_predict(trained: dict, n: int = 20_000) -> list[str]:
     texts = sample_problems(ADD3, n, np.random.default_rng(2)).text
     speeds = {}
     for name, result in trained.items():
-        predict_answers(result.model, result.codec, texts[:100])  # warm-up: tracing
+        predict_answers(result.model, result.codec, texts)  # warm-up: compiles every batch size timed below
         _, seconds = timed(predict_answers, result.model, result.codec, texts)
         speeds[name] = rate(seconds, n)
     table = ["| model | problems/s | vs Keras setup |", "|---|---|---|"]
