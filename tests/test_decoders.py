@@ -58,12 +58,15 @@ def test_decoder_models_shapes(model, units):
     assert predict_answers(net, codec, np.array(["12+50"])).shape == (1,)
 
 
-@pytest.mark.parametrize("units, answer", [((16,), "reversed"), ((16, 16), "plain")])
-def test_transformer_decodes_with_cached_keys_as_by_whole_passes(units, answer):
+@pytest.mark.parametrize("units, answer, unrolled", [((16,), "reversed", 8), ((16, 16), "plain", 8),
+                                                     ((16,), "reversed", 0)])  # 0: the loop of long answers
+def test_transformer_decodes_with_cached_keys_as_by_whole_passes(units, answer, unrolled, monkeypatch):
     import keras
 
+    from pipeline import decoding
     from pipeline.decoding import cached_greedy
 
+    monkeypatch.setattr(decoding, "UNROLLED", unrolled)
     keras.utils.set_random_seed(0)
     exp = Experiment(task="add3", model="transformer", units=units, epochs=1, batch_size=8, answer=answer)
     codec = make_codec(exp, ADD3)
