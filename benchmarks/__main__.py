@@ -3,6 +3,7 @@
   data        problem generation + encoding vs the tutorial's pure-Python generator
   training    time to 99% / 99.9% held-out exact match on 3-digit addition, vs the Keras addition_rnn setup
   predict     batch prediction throughput (problems/s) of each trained model
+  backends    the same models and commands on TensorFlow and JAX: import, epoch, start-up, predict
   startup     a stage's and `adder predict`'s cost beyond their work: fresh processes vs warm forks
   make_run    `dvc repro` on the defaults: wall time, fitting seconds and the overhead share
 
@@ -22,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from benchmarks import startup, tutorial  # noqa: E402
+from benchmarks import backends, startup, tutorial  # noqa: E402
 from pipeline.codec import CharCodec, Limits  # noqa: E402
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.evaluate import exact_match, predict_answers  # noqa: E402
@@ -45,7 +46,7 @@ SETUPS = {
 }
 
 
-SECTIONS = ("data", "training", "predict", "startup", "make_run")
+SECTIONS = ("data", "training", "predict", "backends", "startup", "make_run")
 
 
 def rate(seconds: float, n: int) -> float:
@@ -151,6 +152,8 @@ def main() -> None:
             print("prediction ...", flush=True)
             sections += ["## Batch prediction (20,000 3-digit problems: encode, predict, decode)\n",
                          *bench_predict(trained), ""]
+    if "backends" in only:
+        sections += ["## Each backend: fresh processes (`python -m benchmarks.backends`)\n", *backends.bench_backends(), ""]
     if "startup" in only:
         sections += ["## Start-up: fresh processes vs warm forks (`ADDER_WARM`)\n", *startup.bench_startup(), ""]
     if "make_run" in only:
