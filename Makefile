@@ -39,8 +39,9 @@ FORCE:
 run: $(STAMP)  ## the whole pipeline on params.yaml
 	dvc repro
 
-# Two workers, each taking whole test files (their module fixtures build one project each).
-PYTEST := pytest -n 2 --dist loadfile
+# Three workers, each taking whole test files (their module fixtures build one project each): on two cores
+# the third overlaps the end-to-end tests' waits on their subprocesses.
+PYTEST := pytest -n 3 --dist loadfile
 test: $(STAMP)  ## unit and end-to-end tests
 	$(PYTEST)
 

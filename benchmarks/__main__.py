@@ -7,8 +7,10 @@
   startup     a stage's and `adder predict`'s cost beyond their work: fresh processes vs warm forks
   make_run    `dvc repro` on the defaults: wall time, fitting seconds and the overhead share
 
-Usage: python -m benchmarks [--budget SECONDS] [--only data,training,...] [--out docs/benchmarks.md]
-(or `make bench`)
+Usage: python -m benchmarks [--budget SECONDS] [--only data,training,...] [--backend jax|tensorflow]
+                            [--out docs/benchmarks.md]
+(or `make bench`). training and predict run on each Keras backend, each in a process of its own, unless
+--backend names one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,11 +133,39 @@ def bench_predict(trained: dict, n: int = 20_000) -> list[str]:
     return table
 
 
+def accuracy_sections(only: set[str], budget: float, backend: str) -> list[str]:
+    """Time to accuracy and batch prediction, in this process (whose Keras runs on backend)."""
+    import keras
+
+    assert keras.backend.backend() == backend, f"Keras runs on {keras.backend.backend()}, not {backend}"
+    training, trained = bench_training(budget)
+    sections = [f"## Time to accuracy on {backend} (3-digit addition, held-out exact match on 2,000 validation "
+                "problems)\n", "Timed by a training callback from the first step, validation included; training "
+                "goes on to a perfect validation score, its epochs or the budget.\n", *training, ""]
+    if "predict" in only:
+        print("prediction ...", flush=True)
+        sections += [f"## Batch prediction on {backend} (20,000 3-digit problems: encode, predict, decode)\n",
+                     *bench_predict(trained), ""]
+    return sections
+
+
+def on_backend(only: set[str], budget: float, backend: str) -> list[str]:
+    """accuracy_sections in a fresh process on backend (a process imports one Keras backend)."""
+    print(f"time to accuracy and prediction on {backend} ...", flush=True)
+    with tempfile.NamedTemporaryFile("r", suffix=".md") as out:
+        subprocess.run([sys.executable, "-m", "benchmarks", "--only", ",".join(sorted(only)), "--budget", str(budget),
+                        "--backend", backend, "--out", out.name], check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "KERAS_BACKEND": backend})
+        report = Path(out.name).read_text()
+    return report[report.index("## "):].rstrip("\n").split("\n") + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=600, help="training seconds per setup (default 600)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of {','.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, help="default: docs/benchmarks.md when every section runs")
+    parser.add_argument("--backend", choices=backends.BACKENDS, help="training and predict on this backend alone")
     args = parser.parse_args()
     only = set(args.only.split(","))
     if unknown := only - set(SECTIONS):
@@ -144,14 +177,10 @@ def main() -> None:
         print("data generation ...", flush=True)
         sections += ["## Data generation (3-digit addition)\n", *bench_data(), ""]
     if only & {"training", "predict"}:
-        training, trained = bench_training(args.budget)
-        sections += ["## Time to accuracy (3-digit addition, held-out exact match on 2,000 validation problems)\n",
-                     "Timed by a training callback from the first step, validation included; training goes on "
-                     "to a perfect validation score, its epochs or the budget.\n", *training, ""]
-        if "predict" in only:
-            print("prediction ...", flush=True)
-            sections += ["## Batch prediction (20,000 3-digit problems: encode, predict, decode)\n",
-                         *bench_predict(trained), ""]
+        on = [args.backend] if args.backend else list(backends.BACKENDS)
+        for backend in on:
+            sections += (accuracy_sections(only, args.budget, backend) if args.backend else
+                         on_backend(only & {"training", "predict"}, args.budget, backend))
     if "backends" in only:
         sections += ["## Each backend: fresh processes (`python -m benchmarks.backends`)\n", *backends.bench_backends(), ""]
     if "startup" in only:
