@@ -5,6 +5,8 @@ worked steps and predictions."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from pipeline.expressions import OPERATION_NAMES, OPERATIONS, parse
@@ -12,6 +14,7 @@ from pipeline.expressions import OPERATION_NAMES, OPERATIONS, parse
 BREAKDOWNS = ("terms", "digits", "operation", "brackets", "carries", "answer_length", "first_wrong_step", "step_kind")
 NOT_COUNTED = "n/a"  # carries are counted for sums, borrows for one subtraction; not for the rest
 STEP_SEPARATOR = ";"
+NUMBER = re.compile(r"\d+")
 
 
 def column_carries(operands: list[int]) -> int:
@@ -57,10 +60,13 @@ def group_order(group: str) -> tuple:
     return (0, int(group), "") if group.isdigit() else (1, 0, group) if group != "none" else (2, 0, group)
 
 
-def step_kind(step: str) -> str:
-    """product (47*6=282), sum (282+1410=1692) or reduction (the expression after one operation: 19*3-40)."""
-    left, equals, _ = step.partition("=")
-    return ("product" if "*" in left else "sum") if equals else "reduction"
+def step_kind(before: str, step: str) -> str:
+    """What one worked step did to the expression before it: wrote a product as its partial products
+    (47*36 -> 0282+1410), multiplied (19*3-40 -> 57-40), closed a bracket ((12+7)*3 -> 19*3) or added or
+    subtracted (sum)."""
+    if step.count("*") < before.count("*"):
+        return "partial_products" if len(NUMBER.findall(step)) == len(NUMBER.findall(before)) else "product"
+    return "bracket" if step.count("(") < before.count("(") else "sum"
 
 
 def first_wrong(expected: list[str], written: list[str]) -> str:
@@ -72,11 +78,12 @@ def first_wrong(expected: list[str], written: list[str]) -> str:
     return "none" if len(written) == len(expected) else "answer"
 
 
-def step_features(answer: str, steps: str, predicted: str, worked: str) -> tuple[str, list[tuple[str, bool]]]:
+def step_features(text: str, answer: str, steps: str, predicted: str, worked: str) -> tuple[str, list[tuple[str, bool]]]:
     """A problem's first wrong step, and each of its steps' kind and whether it was written right."""
     expected = [*(steps.split(STEP_SEPARATOR) if steps else []), answer]
     written = [*(worked.split(STEP_SEPARATOR) if worked else []), predicted]
-    kinds = [(step_kind(step), i < len(written) - 1 and written[i] == step) for i, step in enumerate(expected[:-1])]
+    kinds = [(step_kind(before, step), i < len(written) - 1 and written[i] == step)
+             for i, (before, step) in enumerate(zip([text, *expected], expected[:-1]))]
     return first_wrong(expected, written), kinds
 
 
@@ -97,8 +104,9 @@ def breakdowns(texts, answers, predicted, steps=None, worked=None) -> dict[str, 
     result = {name: grouped(np.array([row[name] for row in rows], dtype=str), right)
               for name in BREAKDOWNS if name in rows[0]} if rows else {}
     if steps is not None and worked is not None:
-        per_problem = [step_features(*row) for row in zip(answers.tolist(), np.asarray(steps).tolist(),
-                                                          predicted.tolist(), np.asarray(worked).tolist())]
+        rows = zip(np.asarray(texts).tolist(), answers.tolist(), np.asarray(steps).tolist(), predicted.tolist(),
+                   np.asarray(worked).tolist())
+        per_problem = [step_features(*row) for row in rows]
         result["first_wrong_step"] = grouped(np.array([first for first, _ in per_problem], dtype=str), right)
         kinds = [kind for _, problem_kinds in per_problem for kind in problem_kinds]
         if kinds:

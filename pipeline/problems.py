@@ -201,7 +201,7 @@ def expression_problems(task: Task, n: int, rng: np.random.Generator) -> Problem
     bracket_value = fold(values, ops, inside)
     outer = (position < terms[:, None]) & ~(inside & (position > first[:, None]))
     answer = fold(np.where(position == first[:, None], bracket_value[:, None], values), ops, outer)
-    return Problems(expression_text(values, ops, terms, first, last), answer,
+    return Problems(expression_text(as_text(values), ops, terms, first, last), answer,
                     reduction_chain(values, ops, terms, first, last))
 
 
@@ -231,34 +231,33 @@ def add_step(steps: np.ndarray, rows: np.ndarray, line: np.ndarray) -> np.ndarra
     return steps.astype(f"U{max(int(np.strings.str_len(steps).max(initial=1)), 1)}")  # joins add up widths
 
 
-def product_steps(steps: np.ndarray, a: np.ndarray, b: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """a*b worked by hand where both have two or more digits: the longer times each digit of the shorter
-    in its place (47*36: 47*6=282, 47*30=1410), then their running sum (282+1410=1692). The digits keep
-    their number's sign."""
-    rows = np.flatnonzero(where & (number_widths(np.abs(a)) > 1) & (number_widths(np.abs(b)) > 1))
+def partial_sums(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """a*b as the sum of its partial products where both have two or more digits: the longer times each
+    digit of the shorter in its place, units first, each zero-padded to the width any product of the two
+    could take, so that their digits stand in columns as on paper (47*36 -> '0282+1410'); '' elsewhere.
+    The digits keep their number's sign (15*-37 -> '-0105+-0450'). Returns the sums and their rows."""
+    rows = np.flatnonzero((number_widths(np.abs(a)) > 1) & (number_widths(np.abs(b)) > 1))
     a, b = a[rows], b[rows]
     swap = number_widths(np.abs(a)) < number_widths(np.abs(b))
     a, b = np.where(swap, b, a), np.where(swap, a, b)  # b: the multiplier, the shorter (the right on a tie)
     places = number_widths(np.abs(b))
-    total = np.zeros(len(rows), dtype=np.int64)
+    width = number_widths(np.abs(a)) + places  # room for any product of numbers this wide
+    sums = np.full(len(rows), "")
     for k in range(int(places.max(initial=0))):
-        on = k < places
-        factor = np.sign(b[on]) * (np.abs(b[on]) // 10**k % 10) * 10**k
-        part = a[on] * factor
-        steps = add_step(steps, rows[on], join(as_text(a[on]), "*", as_text(factor), "=", as_text(part)))
-        if k:
-            line = join(as_text(total[on]), "+", as_text(part), "=", as_text(total[on] + part))
-            steps = add_step(steps, rows[on], line)
-        total[on] += part
-    return steps
+        part = a * (np.sign(b) * (np.abs(b) // 10**k % 10) * 10**k)
+        text = np.strings.zfill(as_text(part), width + (part < 0))
+        sums = np.strings.add(sums, np.where(k < places, join("+" if k else "", text), ""))
+    return sums, rows
 
 
 def reduction_chain(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, first: np.ndarray,
                     last: np.ndarray) -> np.ndarray:
     """The worked steps of each expression, from its own structure: one operation at a time in the order
     it is evaluated (the bracketed span first, * before + and -, then left to right), the expression
-    rewritten after each, a multiplication by two or more digits worked as product_steps. The last value
-    is the answer, which is not repeated: (12+7)*3-40 -> '19*3-40;57-40' (answer 17)."""
+    rewritten after each. A multiplication whose operands both have two or more digits is first rewritten
+    as the sum of its partial products (partial_sums), bracketed where its neighbours need it. The last
+    value is the answer, which is not repeated: (12+7)*3-40 -> '19*3-40;57-40' (answer 17); 47*36 ->
+    '0282+1410' (answer 1692)."""
     values, ops, terms = values.astype(np.int64), ops.copy(), terms.astype(np.int64)
     first, last = first.astype(np.int64), last.astype(np.int64)
     n, slots = values.shape
@@ -272,7 +271,9 @@ def reduction_chain(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, firs
         times = scope & (ops == "*")
         at = np.where(times.any(axis=1), first_true(times), first_true(scope))
         a, b, op = values[rows, at], values[rows, np.minimum(at + 1, slots - 1)], ops[rows, at]
-        steps = product_steps(steps, a, b, todo & (op == "*"))
+        multiplied = np.flatnonzero(todo & (op == "*"))
+        sums, expanded = partial_sums(a[multiplied], b[multiplied])
+        expanded = multiplied[expanded]
         result = np.where(op == "*", a * b, np.where(op == "-", a - b, a + b))
         # Operand at+1 and op at leave; everything after them moves one place left.
         after = np.arange(slots) > at[:, None]
@@ -286,18 +287,34 @@ def reduction_chain(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, firs
         closed = first == last  # a span of one operand needs no brackets
         first, last = np.where(closed, -1, first), np.where(closed, -1, last)
         terms = np.where(todo, terms - 1, terms)
+        if len(expanded):  # the partial products stand where the product will: the next line, one step before
+            steps = add_step(steps, expanded, expression_text(
+                with_partial_sums(values[expanded], ops[expanded], terms[expanded], at[expanded], sums),
+                ops[expanded], terms[expanded], first[expanded], last[expanded]))
         rows_left = np.flatnonzero(todo & (terms > 1))
-        steps = add_step(steps, rows_left, expression_text(values[rows_left], ops[rows_left], terms[rows_left],
+        steps = add_step(steps, rows_left, expression_text(as_text(values[rows_left]), ops[rows_left], terms[rows_left],
                                                            first[rows_left], last[rows_left]))
     return np.strings.lstrip(steps, STEP_SEPARATOR)
 
 
-def expression_text(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, first: np.ndarray,
+def with_partial_sums(values: np.ndarray, ops: np.ndarray, terms: np.ndarray, at: np.ndarray,
+                      sums: np.ndarray) -> np.ndarray:
+    """The operands as text, operand `at` of each row replaced by its partial sums, in brackets where an
+    operation binding tighter than + (a * on either side, a - before) would split them."""
+    row, last_op = np.arange(len(values)), ops.shape[1] - 1
+    before = np.where(at > 0, ops[row, np.maximum(at - 1, 0)], "+")
+    following = np.where(at < terms - 1, ops[row, np.minimum(at, last_op)], "+")
+    tight = (before == "-") | (before == "*") | (following == "*")
+    piece = np.where(tight, join("(", sums, ")"), sums)
+    return np.where(np.arange(values.shape[1]) == at[:, None], piece[:, None], as_text(values))
+
+
+def expression_text(operands: np.ndarray, ops: np.ndarray, terms: np.ndarray, first: np.ndarray,
                     last: np.ndarray) -> np.ndarray:
-    """Canonical text, as expressions.render writes it: '(12+7)*3-40'."""
-    text = np.full(len(values), "", dtype=str)
-    for i in range(values.shape[1]):
-        token = join(np.where(first == i, "(", ""), as_text(values[:, i]), np.where(last == i, ")", ""))
+    """Canonical text from operands as text, as expressions.render writes it: '(12+7)*3-40'."""
+    text = np.full(len(operands), "", dtype=str)
+    for i in range(operands.shape[1]):
+        token = join(np.where(first == i, "(", ""), operands[:, i], np.where(last == i, ")", ""))
         if i:
             token = np.strings.add(ops[:, i - 1], token)
         text = np.strings.add(text, np.where(i < terms, token, ""))

@@ -54,14 +54,37 @@ def draw_chances(texts, ops: str, oversample: dict[str, float]) -> np.ndarray | 
     return weights / weights.sum()
 
 
+WIDTH_STEP = 8  # a batch's targets are cut to a multiple of this: few shapes for the backend to compile
+
+
+def rounded_width(widths) -> np.ndarray:
+    return -(-np.asarray(widths) // WIDTH_STEP) * WIDTH_STEP
+
+
+def by_width(indices: np.ndarray, widths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Each epoch's draws ordered so that every batch holds targets of similar width (sorted by width,
+    cut into batches, the batches shuffled): a batch then costs what its longest target needs. Draws
+    whose targets all round to one width keep their order."""
+    rounded = rounded_width(widths)
+    if np.ptp(rounded) == 0:
+        return indices
+    out = np.empty_like(indices)
+    for epoch, drawn in enumerate(indices):
+        ordered = drawn[np.argsort(rounded[drawn], kind="stable")]
+        batches = np.arange(0, len(ordered), batch_size)
+        out[epoch] = np.concatenate([ordered[start:start + batch_size] for start in rng.permutation(batches)])
+    return out
+
+
 class EpochBatches(keras.utils.PyDataset):
     """Every epoch's batches in one stream (fit takes them steps_per_epoch at a time), gathered from arrays
     held once in memory; batches never straddle two epochs (x may be a tuple of arrays, for models with
-    several inputs)."""
+    several inputs). With target widths (decoders), a batch's targets and the decoder's inputs are cut to
+    the widest target in it, rounded up to WIDTH_STEP."""
 
-    def __init__(self, x, y: np.ndarray, indices: np.ndarray, batch_size: int):
+    def __init__(self, x, y: np.ndarray, indices: np.ndarray, batch_size: int, widths: np.ndarray | None = None):
         super().__init__()
-        self.x, self.y, self.indices, self.batch_size = x, y, indices, batch_size
+        self.x, self.y, self.indices, self.batch_size, self.widths = x, y, indices, batch_size, widths
         self.steps = math.ceil(indices.shape[1] / batch_size)  # per epoch
 
     def __len__(self) -> int:
@@ -71,7 +94,11 @@ class EpochBatches(keras.utils.PyDataset):
         epoch, step = divmod(i, self.steps)
         rows = self.indices[epoch, step * self.batch_size:(step + 1) * self.batch_size]
         x = tuple(a[rows] for a in self.x) if isinstance(self.x, (tuple, list)) else self.x[rows]
-        return x, self.y[rows]
+        y = self.y[rows]
+        if self.widths is not None:
+            width = int(rounded_width(self.widths[rows].max()))
+            x, y = (*x[:-1], x[-1][:, :width]), y[:, :width]  # the decoder's inputs come last
+        return x, y
 
 
 def steps_per_execution(steps: int, cap: int = 64) -> int:
@@ -158,8 +185,12 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
     seed_everything(seed)
     codec = make_codec(exp, Limits.of(task), train_split)
     chances = draw_chances(train_split.text, task.ops, exp.oversample)
-    indices = epoch_indices(len(train_split), exp, np.random.default_rng(seed), chances)
-    stream = EpochBatches(*codec.training_pair(train_split.text, train_split.answer, train_split.steps), indices, exp.batch_size)
+    rng = np.random.default_rng(seed)
+    indices = epoch_indices(len(train_split), exp, rng, chances)
+    x, y = codec.training_pair(train_split.text, train_split.answer, train_split.steps)
+    if (widths := codec.target_widths(y)) is not None:
+        indices = by_width(indices, widths, exp.batch_size, rng)
+    stream = EpochBatches(x, y, indices, exp.batch_size, widths)
     steps = stream.steps
     with replicas(exp, indices.shape[1]) as n:
         # Keras cannot run several steps per call on several replicas.

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.breakdown import BREAKDOWNS, breakdown_metrics, breakdown_rows, breakdowns, column_borrows, column_carries, features
+from pipeline.breakdown import (BREAKDOWNS, breakdown_metrics, breakdown_rows, breakdowns, column_borrows, column_carries,
+                                features, step_kind)
 
 
 @pytest.mark.parametrize(("operands", "carries"), [
@@ -64,16 +65,27 @@ def test_rows_and_metric_names():
 def test_step_breakdowns_by_hand():
     texts = ["47*36", "(12+7)*3-40", "(12+7)*3-40", "12+50", "12+50"]
     answers = [1692, 17, 17, 62, 62]
-    steps = ["47*6=282;47*30=1410;282+1410=1692", "19*3-40;57-40", "19*3-40;57-40", "", ""]
-    worked = ["47*6=282;47*30=1400;282+1400=1682", "19*3-40;57-40", "19*3-40;57-40;17", "", ""]
+    steps = ["0282+1410", "19*3-40;57-40", "19*3-40;57-40", "", ""]
+    worked = ["0282+1400", "19*3-40;57-40", "19*3-40;57-40;17", "", ""]
     predicted = ["1682", "17", "17", "62", "61"]
     result = breakdowns(texts, answers, predicted, steps, worked)
     assert list(result) == list(BREAKDOWNS)
-    # 47*36 goes wrong at its second step; one 12+50 only at its answer; the extra step of the third
+    # 47*36 goes wrong at its first step; one 12+50 only at its answer; the extra step of the third
     # problem stands where its answer should.
-    assert result["first_wrong_step"] == {"2": {"count": 1, "exact_match": 0.0},
+    assert result["first_wrong_step"] == {"1": {"count": 1, "exact_match": 0.0},
                                           "answer": {"count": 2, "exact_match": 0.5},
                                           "none": {"count": 2, "exact_match": 1.0}}
-    assert result["step_kind"] == {"product": {"count": 2, "exact_match": 0.5},
-                                   "reduction": {"count": 4, "exact_match": 1.0},
-                                   "sum": {"count": 1, "exact_match": 0.0}}
+    assert result["step_kind"] == {"bracket": {"count": 2, "exact_match": 1.0},
+                                   "partial_products": {"count": 1, "exact_match": 0.0},
+                                   "product": {"count": 2, "exact_match": 1.0}}
+
+
+@pytest.mark.parametrize("before, step, kind", [
+    ("47*36", "0282+1410", "partial_products"),
+    ("40-19*13", "40-(0057+0190)", "partial_products"),
+    ("40-(0057+0190)", "40-247", "bracket"),
+    ("19*3-40", "57-40", "product"),
+    ("2+3+4", "5+4", "sum"),
+])
+def test_step_kinds(before, step, kind):
+    assert step_kind(before, step) == kind

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.problems import split_problems  # noqa: E402
-from pipeline.train import EpochBatches, draw_chances, epoch_indices, steps_per_execution, train  # noqa: E402
+from pipeline.train import EpochBatches, by_width, draw_chances, epoch_indices, steps_per_execution, train  # noqa: E402
 
 TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
 SPLITS = split_problems(TASK, 0)
@@ -103,6 +103,24 @@ def test_epoch_batches_never_straddle_epochs():
     assert [bx.ravel().tolist() for bx, _ in batches] == [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]
     for bx, by in batches:
         np.testing.assert_array_equal(by, bx.ravel() * 2)
+
+
+def test_batches_of_similar_width_cut_to_their_widest_target():
+    widths = np.array([3, 20, 5, 18, 4, 30, 2, 17])  # tokens up to each target's END
+    y = np.arange(8 * 32).reshape(8, 32)
+    x = (np.zeros((8, 5)), y + 1000)  # the expression, then the decoder's inputs
+    indices = np.array([np.arange(8), np.arange(8)[::-1]])
+    ordered = by_width(indices, widths, batch_size=4, rng=np.random.default_rng(0))
+    for epoch, drawn in zip(ordered, indices):
+        assert sorted(drawn) == sorted(epoch)  # the same draws, reordered
+        assert {frozenset(epoch[:4]), frozenset(epoch[4:])} == {frozenset({0, 2, 4, 6}), frozenset({1, 3, 5, 7})}
+    stream = EpochBatches(x, y, ordered, batch_size=4, widths=widths)
+    for i in range(len(stream)):
+        (_, previous), target = stream[i]
+        assert target.shape[1] == (8 if widths[ordered.ravel()[i * 4]] < 8 else 32)
+        np.testing.assert_array_equal(previous, target + 1000)
+    same = np.full(8, 5)  # one width: the draws keep their order
+    np.testing.assert_array_equal(by_width(indices, same, 4, np.random.default_rng(0)), indices)
 
 
 @pytest.mark.parametrize(("steps", "expected"), [(1, 1), (10, 10), (100, 50), (127, 1), (128, 64), (1000, 50)])

@@ -42,6 +42,11 @@ class Checked:
     def infer(self, model, x) -> np.ndarray:
         return run_batches(model, x)
 
+    def target_widths(self, targets: np.ndarray) -> np.ndarray | None:
+        """Per target row, the leading columns that carry its answer, for codecs whose targets are padded
+        to a common width (training skips the rest); None where every column counts."""
+        return None
+
     @property
     def writes_steps(self) -> bool:
         """Whether the model writes worked steps before its answer (see worked())."""

@@ -38,7 +38,7 @@ class TokenCodec(CharCodec):
     answer: how the answer is written. "reversed": least significant digit first, the order carries flow,
     the sign first (so a difference commits to it before its digits): -33 -> [-, 3, 3, END]. "plain": most
     significant first, as people write it. "steps": the generator's worked steps, then the answer, numbers
-    least significant first: 47*36 -> '47*6=282;47*30=1410;282+1410=1692;1692', each number reversed.
+    least significant first: 47*36 -> '0282+1410;1692', each number reversed.
     Scored on the final answer alone. out_length: the tokens a steps answer may take (END included), set
     from the training split's longest; 0 for the other framings, whose width the limits fix."""
 
@@ -102,6 +102,10 @@ class TokenCodec(CharCodec):
         if (tokens < 0).any():
             raise AdderError(f"answers with characters outside {self.OUTPUT + self.STEP_SYMBOLS!r}")
         return tokens
+
+    def target_widths(self, targets: np.ndarray) -> np.ndarray:
+        """Tokens up to and including each target's first END: the rest is padding."""
+        return (targets == self.END).argmax(axis=1) + 1
 
     def decoder_inputs(self, targets: np.ndarray) -> np.ndarray:
         return np.concatenate([np.full((len(targets), 1), self.START, np.int32), targets[:, :-1]], axis=1)
