@@ -139,7 +139,8 @@ def test_worked_steps_in_breakdowns_and_predict(families_repo):
     without steps refuses --steps in one line."""
     breakdown = read_json(families_repo / "evaluation" / "brackets-transformer-steps.json")["breakdown"]
     assert sum(c["count"] for c in breakdown["first_wrong_step"].values()) == 60
-    assert set(breakdown["step_kind"]) <= {"product", "sum", "reduction"} and "reduction" in breakdown["step_kind"]
+    assert set(breakdown["step_kind"]) <= {"partial_products", "product", "bracket", "sum"}
+    assert "bracket" in breakdown["step_kind"]
     assert "## Exact match by kind of worked step" in (families_repo / "reports" / "comparison.md").read_text()
     shown_steps = run([str(BIN / "adder"), "predict", "(12+7)*3", "--model", "brackets-transformer-steps",
                        "--steps"], families_repo)

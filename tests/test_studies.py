@@ -32,10 +32,14 @@ def error_of(raw) -> str:
 
 
 def test_repo_studies_change_one_setting_each():
+    """The encoding studies, whose differences are a few points, train three seeds each; the framing
+    studies, a minute or two per model, train one and their interval spans the test problems alone."""
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     for study in params.studies:
-        assert params.study_setting(study) in {"encoding", "reverse", "padding", "mask"}
-        assert all(len(params.seeds_of(name)) >= 3 for name in params.studies[study])
+        setting = params.study_setting(study)
+        assert setting in {"encoding", "reverse", "padding", "mask", "answer"}
+        if setting != "answer":
+            assert all(len(params.seeds_of(name)) >= 3 for name in params.studies[study])
 
 
 def test_seeds_default_to_the_top_level_seed():
