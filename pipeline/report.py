@@ -18,6 +18,15 @@ TITLES = {"terms": "number of terms", "digits": "digits of the longest operand",
           "answer_length": "answer length (characters)",
           "first_wrong_step": "first wrong step (answer: only the final answer wrong; none: all right)",
           "step_kind": "kind of worked step (steps written right)"}
+# Whether a problem's answer is right follows from its first wrong step, so the report shows how the
+# problems spread over that breakdown's groups rather than each group's exact match (0% or 100% but for
+# steps gone wrong on the way to a right answer); the DVC plots keep exact match throughout.
+SHARES = {"first_wrong_step"}
+STEP_BREAKDOWNS = {"first_wrong_step", "step_kind"}  # a single group of these does not repeat the overall figure
+
+
+def figure_name(name: str) -> str:
+    return f"{'share of problems' if name in SHARES else 'exact match'} by {TITLES[name]}"
 
 
 def cell(value: float | None, fmt: str) -> str:
@@ -40,23 +49,29 @@ def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
             + seeds_section(params, metrics) + "".join(section for section in sections if section))
 
 
-def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:
-    """Exact match per experiment (rows) and group (columns) of one breakdown; only experiments with two
-    or more groups, since one group repeats the overall figure."""
-    rows = {exp: {group: c["exact_match"] for group, c in m.get("breakdown", {}).get(name, {}).items()}
-            for exp, m in metrics.items()}
-    frame = pd.DataFrame.from_dict({exp: groups for exp, groups in rows.items() if len(groups) > 1}, orient="index")
+def breakdown_frame(name: str, metrics: dict[str, dict], shares: bool = False) -> pd.DataFrame:
+    """Exact match (or each group's share of the problems) per experiment (rows) and group (columns) of
+    one breakdown; outside the step breakdowns only experiments with two or more groups, since one
+    repeats the overall figure."""
+    def figures(groups: dict) -> dict[str, float]:
+        total = sum(c["count"] for c in groups.values())
+        return {group: c["count"] / total if shares else c["exact_match"] for group, c in groups.items()}
+
+    rows = {exp: figures(m.get("breakdown", {}).get(name, {})) for exp, m in metrics.items()}
+    fewest = 1 if name in STEP_BREAKDOWNS else 2
+    frame = pd.DataFrame.from_dict({exp: groups for exp, groups in rows.items() if len(groups) >= fewest},
+                                   orient="index")
     return frame[sorted(frame.columns, key=group_order)]
 
 
 def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
-    frame = breakdown_frame(name, metrics)
+    frame = breakdown_frame(name, metrics, name in SHARES)
     if frame.empty:
         return ""
     header = "| experiment | " + " | ".join(frame.columns) + " |\n|" + "---|" * (len(frame.columns) + 1) + "\n"
     body = "".join("| " + " | ".join([exp, *(cell(None if pd.isna(v) else v, ".1%") for v in row)]) + " |\n"
                    for exp, row in frame.iterrows())
-    return f"\n## Exact match by {TITLES[name]}\n\n{header}{body}"
+    return f"\n## {figure_name(name).capitalize()}\n\n{header}{body}"
 
 
 def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -101,7 +116,7 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
 
 def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | None:
     """A heatmap of exact match: experiments down, the breakdown's groups across, each cell labelled."""
-    frame = breakdown_frame(name, metrics)
+    frame = breakdown_frame(name, metrics, name in SHARES)
     if frame.empty:
         return None
     import matplotlib
@@ -110,15 +125,16 @@ def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(frame.columns) + 2.5, 1.2 + 0.45 * len(frame)), layout="constrained")
-    image = ax.imshow(frame.to_numpy(dtype=float), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    cmap = "Blues" if name in SHARES else "RdYlGn"  # a share is neither good nor bad
+    image = ax.imshow(frame.to_numpy(dtype=float), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(frame.columns)), frame.columns)
     ax.set_yticks(range(len(frame)), frame.index)
     for (row, column), value in np.ndenumerate(frame.to_numpy(dtype=float)):
-        dark = not np.isnan(value) and not 0.15 < value < 0.85  # the ends of RdYlGn: white text reads better
+        dark = not np.isnan(value) and (value > 0.5 if name in SHARES else not 0.15 < value < 0.85)  # white reads better
         ax.text(column, row, "–" if np.isnan(value) else f"{value:.1%}", ha="center", va="center", fontsize=8,
                 color="white" if dark else "black")
     ax.set_xlabel(TITLES[name])
-    ax.set_title(f"Test exact match by {TITLES[name]}")
+    ax.set_title(f"Test {figure_name(name)}")
     fig.colorbar(image, ax=ax, format=lambda v, _: f"{v:.0%}", shrink=0.8)
     return save(fig, path)
 

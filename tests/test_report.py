@@ -63,3 +63,16 @@ def test_plot_tables_put_every_experiment_on_one_chart():
         {"experiment": "brackets-transformer", "group": "add", "exact_match": 1.0},
         {"experiment": "brackets-transformer", "group": "mixed", "exact_match": 1.0},
         {"experiment": "ops-transformer", "group": "mul", "exact_match": 0.25}]
+
+
+def test_step_breakdowns_show_shares_of_first_wrong_steps_and_keep_a_single_kind():
+    steps = {"first_wrong_step": {"2": {"count": 1, "exact_match": 0.0}, "answer": {"count": 3, "exact_match": 0.0},
+                                  "none": {"count": 6, "exact_match": 1.0}},
+             "step_kind": {"partial_products": {"count": 4, "exact_match": 0.75}}}
+    table = comparison_table(PARAMS, {"ops-transformer": metrics(0.6, steps)})
+    assert "## Share of problems by first wrong step" in table
+    assert "| experiment | 2 | answer | none |\n|---|---|---|---|\n| ops-transformer | 10.0% | 30.0% | 60.0% |" in table
+    assert "| ops-transformer | 75.0% |" in table  # one kind of step is not the overall figure
+    curves = {"ops-transformer": pd.DataFrame({"epoch": [1], "val_exact_match": [0.6]})}
+    chart = plot_tables({"ops-transformer": metrics(0.6, steps)}, curves)["breakdown/first_wrong_step"]
+    assert chart["exact_match"].tolist() == [0.0, 0.0, 1.0]  # the DVC plots keep exact match
