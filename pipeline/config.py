@@ -103,6 +103,8 @@ class Experiment(Strict):
     learning_rate: float = Field(0.001, gt=0, le=1)
     # cosine: decay the learning rate to zero over the planned steps; large batches train fast with it.
     schedule: Literal["constant", "cosine"] = "constant"
+    # Epochs over which the rate climbs linearly from a tenth of learning_rate before its schedule starts.
+    warmup_epochs: int = Field(0, ge=0)
     # Problems holding an operation drawn this many times as often ({"*": 3}); a problem counts at the
     # largest weight among its operations, 1 for those not listed. Needs samples_per_epoch (draws).
     oversample: dict[Literal["+", "-", "*"], Annotated[float, Field(gt=0)]] = {}
@@ -150,6 +152,8 @@ class Experiment(Strict):
             raise ValueError("transformer takes units: [width, ...], one equal entry per block, a multiple of 4 heads")
         if self.eval_lengths and self.model != "digitwise":
             raise ValueError("eval_lengths needs a length-agnostic model (digitwise)")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
         if self.oversample and not self.samples_per_epoch:
             raise ValueError("oversample draws each epoch's samples; set samples_per_epoch")
         if self.answer is not None and self.model not in DECODER_MODELS:

@@ -200,11 +200,18 @@ def make_codec(exp: Experiment, limits: Limits, train: Problems | None = None) -
     return CODEC_OF[exp.model](limits)
 
 
+def learning_rate(exp: Experiment, total_steps: int):
+    """The rate, constant or decayed to zero along a cosine over the planned steps; with warmup_epochs it
+    first climbs linearly from a tenth of itself, so a high rate does not throw the first steps off."""
+    rate, warmup = exp.learning_rate, total_steps * exp.warmup_epochs // exp.epochs
+    if not warmup:
+        return rate if exp.schedule == "constant" else keras.optimizers.schedules.CosineDecay(rate, total_steps)
+    return keras.optimizers.schedules.CosineDecay(rate / 10, total_steps - warmup, warmup_target=rate, warmup_steps=warmup,
+                                                   alpha=1.0 if exp.schedule == "constant" else 0.0)
+
+
 def build_model(exp: Experiment, codec: Codec, total_steps: int = 1, steps_per_execution: int = 1) -> keras.Model:
     model = BUILDERS[exp.model](exp, codec)
-    rate = exp.learning_rate
-    if exp.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=total_steps)
     metrics = ["accuracy"] if exp.is_sequence else []
-    model.compile(keras.optimizers.Adam(rate), getattr(codec, "loss", LOSS_OF[exp.model]), metrics=metrics, steps_per_execution=steps_per_execution)
+    model.compile(keras.optimizers.Adam(learning_rate(exp, total_steps)), getattr(codec, "loss", LOSS_OF[exp.model]), metrics=metrics, steps_per_execution=steps_per_execution)
     return model
