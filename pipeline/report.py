@@ -115,7 +115,8 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
 
 
 def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | None:
-    """A heatmap of exact match: experiments down, the breakdown's groups across, each cell labelled."""
+    """A heatmap of exact match (or share, see SHARES): experiments down, the breakdown's groups across,
+    each cell labelled."""
     frame = breakdown_frame(name, metrics, name in SHARES)
     if frame.empty:
         return None

@@ -277,7 +277,8 @@ def test_oversample_names_operations_of_its_task_and_needs_draws():
 
 def test_warmup_is_fewer_epochs_than_the_run():
     params = raw()
-    params["experiments"]["ops-transformer"]["warmup_epochs"] = params["experiments"]["ops-transformer"]["epochs"]
-    assert "warmup_epochs (50) must be fewer than epochs (50)" in error_of(params)
+    epochs = params["experiments"]["ops-transformer"]["epochs"]
+    params["experiments"]["ops-transformer"]["warmup_epochs"] = epochs
+    assert f"warmup_epochs ({epochs}) must be fewer than epochs ({epochs})" in error_of(params)
     params["experiments"]["ops-transformer"]["warmup_epochs"] = -1
     assert "experiments.ops-transformer.warmup_epochs" in error_of(params)
