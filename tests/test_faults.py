@@ -51,25 +51,35 @@ def staging(project: Path) -> list[Path]:
 
 
 def kill_train(project: Path, when, signum: int = signal.SIGKILL) -> tuple[subprocess.Popen, str, list[str]]:
-    """Starts `adder train`, sends it signum as soon as when(stdout so far) holds; returns the ended process,
-    its output and what the staging folder held at that moment."""
+    """Starts `adder train`, sends it signum as soon as when(stdout so far, its staging folders) holds;
+    returns the ended process, its output and what its staging folder held at that moment. Staging folders
+    that an earlier killed training left behind are not its own."""
     log = project / "train.log"
+    left = set(staging(project))
     with log.open("w") as out:
         process = subprocess.Popen([str(BIN / "adder"), "train", EXPERIMENT], cwd=project, env=cli_env(),
                                    stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
-    while not when(log.read_text()):
+
+    def own() -> list[Path]:
+        return [folder for folder in staging(project) if folder not in left]
+
+    while not when(log.read_text(), own()):
         assert process.poll() is None, f"train ended before the kill:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"never reached the kill point:\n{log.read_text()[-3000:]}"
         time.sleep(0.005)
-    held = sorted(p.name for folder in staging(project) for p in folder.iterdir())
+    held = sorted(p.name for folder in own() for p in folder.iterdir())
     process.send_signal(signum)
     process.wait(timeout=60)
     return process, log.read_text(), held
 
 
-def files_appeared(project: Path, *names: str):
-    return lambda _: any(all((folder / name).exists() for name in names) for folder in staging(project))
+def files_appeared(*names: str):
+    return lambda _, folders: any(all((folder / name).exists() for name in names) for folder in folders)
+
+
+def epoch_printed(epoch: int):
+    return lambda output, _: f"{EXPERIMENT}: epoch {epoch}/30" in output
 
 
 def runs(project: Path) -> list:
@@ -84,9 +94,8 @@ def runs(project: Path) -> list:
 def test_train_killed_at_any_point_leaves_the_published_model_whole(project):
     before = verified(project / "models" / EXPERIMENT)
     metrics_before = (project / "metrics" / f"{EXPERIMENT}.json").read_bytes()
-    points = {"fit": lambda out: f"{EXPERIMENT}: epoch 3/30" in out,
-              "save": files_appeared(project, "model.keras"),
-              "logging": files_appeared(project, "model.keras", "codec.json", "history.csv")}
+    points = {"fit": epoch_printed(3), "save": files_appeared("model.keras"),
+              "logging": files_appeared("model.keras", "codec.json", "history.csv")}
     for number, (point, when) in enumerate(points.items()):
         _, output, held = kill_train(project, when)
         print(f"\nkilled during {point}: staging held {held}", end="")
@@ -117,7 +126,7 @@ def test_train_killed_at_any_point_leaves_the_published_model_whole(project):
 def test_sigterm_ends_training_with_its_run_killed(project):
     (project / "params.yaml").write_text(yaml.safe_dump(SLOW, sort_keys=False))
     try:
-        process, output, _ = kill_train(project, lambda out: f"{EXPERIMENT}: epoch 3/30" in out, signal.SIGTERM)
+        process, output, _ = kill_train(project, epoch_printed(3), signal.SIGTERM)
     finally:
         (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
     assert process.returncode == 130 and "Traceback" not in output, output  # 130: as Ctrl-C
