@@ -6,6 +6,7 @@
   backends    the same models and commands on TensorFlow and JAX: import, epoch, start-up, predict
   startup     a stage's and `adder predict`'s cost beyond their work: fresh processes vs warm forks
   make_run    `dvc repro` on the defaults: wall time, fitting seconds and the overhead share
+  widths      first and later epochs of the brackets transformer: batches cut to few widths vs to many
 
 Usage: python -m benchmarks [--budget SECONDS] [--only data,training,...] [--backend jax|tensorflow]
                             [--out docs/benchmarks.md]
@@ -28,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from benchmarks import backends, startup, tutorial  # noqa: E402
+from benchmarks import backends, startup, tutorial, widths  # noqa: E402
 from pipeline.codec import CharCodec, Limits  # noqa: E402
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.evaluate import exact_match, predict_answers  # noqa: E402
@@ -51,7 +52,7 @@ SETUPS = {
 }
 
 
-SECTIONS = ("data", "training", "predict", "backends", "startup", "make_run")
+SECTIONS = ("data", "training", "predict", "backends", "startup", "make_run", "widths")
 
 
 def rate(seconds: float, n: int) -> float:
@@ -187,6 +188,8 @@ def main() -> None:
         sections += ["## Start-up: fresh processes vs warm forks (`ADDER_WARM`)\n", *startup.bench_startup(), ""]
     if "make_run" in only:
         sections += ["## `make run` on the defaults (warm forks, empty MLflow store)\n", *startup.bench_make_run(), ""]
+    if "widths" in only:
+        sections += ["## Decoder batches cut to few widths (`python -m benchmarks.widths`)\n", *widths.bench_widths(), ""]
     report = "\n".join(sections) + "\n"
     out = args.out or (Path("docs/benchmarks.md") if only == set(SECTIONS) else None)
     if out:
