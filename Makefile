@@ -67,7 +67,7 @@ plots: $(STAMP) $(VEGA)  ## dvc_plots/index.html (and plots.png, with Debian's c
 	@if command -v chromium >/dev/null; then \
 	  chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
 	    --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --allow-file-access-from-files \
-	    --window-size=1400,2400 --virtual-time-budget=10000 --screenshot=dvc_plots/plots.png dvc_plots/index.html \
+	    --window-size=1400,4200 --virtual-time-budget=10000 --screenshot=dvc_plots/plots.png dvc_plots/index.html \
 	    2>/dev/null && echo "dvc_plots/plots.png"; fi
 
 bench: $(STAMP)  ## speed benchmarks, printed as ratios against baselines

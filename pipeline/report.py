@@ -20,7 +20,7 @@ TITLES = {"terms": "number of terms", "digits": "digits of the longest operand",
           "step_kind": "kind of worked step (steps written right)"}
 # Whether a problem's answer is right follows from its first wrong step, so the report shows how the
 # problems spread over that breakdown's groups rather than each group's exact match (0% or 100% but for
-# steps gone wrong on the way to a right answer); the DVC plots keep exact match throughout.
+# steps gone wrong on the way to a right answer), in its table, its figure and its DVC plot (plots/shares/).
 SHARES = {"first_wrong_step"}
 STEP_BREAKDOWNS = {"first_wrong_step", "step_kind"}  # a single group of these does not repeat the overall figure
 
@@ -76,15 +76,17 @@ def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
 
 def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The DVC plots' data in long form, one row per experiment and point, so one chart shows every
-    experiment: "curves" (held-out exact match per epoch) and "breakdown/<name>" (exact match per group)."""
+    experiment: "curves" (held-out exact match per epoch), "breakdown/<name>" (exact match per group) and,
+    for the breakdowns in SHARES, "shares/<name>" (each group's share of the problems)."""
     tables = {"curves": pd.concat([frame.assign(experiment=name)[["experiment", *frame.columns]]
                                    for name, frame in curves.items()], ignore_index=True)}
     for name in BREAKDOWNS:
-        frame = breakdown_frame(name, metrics)
+        shares = name in SHARES
+        frame = breakdown_frame(name, metrics, shares)
         if not frame.empty:
-            long = frame.rename_axis("experiment").reset_index().melt("experiment", var_name="group",
-                                                                       value_name="exact_match")
-            tables[f"breakdown/{name}"] = long.dropna()  # groups an experiment's task does not have
+            long = frame.rename_axis("experiment").reset_index().melt(
+                "experiment", var_name="group", value_name="share" if shares else "exact_match")
+            tables[f"{'shares' if shares else 'breakdown'}/{name}"] = long.dropna()  # groups a task lacks
     return tables
 
 

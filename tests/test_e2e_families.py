@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.breakdown import BREAKDOWNS
+from pipeline.report import SHARES
 from conftest import unavailable
 from test_e2e import BIN, GIT, PROJECT, make_repo, read_json, run, shown  # pytest puts tests/ on sys.path
 
@@ -81,7 +82,8 @@ def plot_specs(repo: Path, *command: str) -> dict[str, dict]:
 @pytest.mark.e2e
 def test_dvc_plots_are_a_handful_of_comparison_charts(families_repo):
     specs = plot_specs(families_repo, "show")
-    breakdowns = {f"plots/breakdown/{name}.csv" for name in BREAKDOWNS}  # the steps ones: brackets-transformer-steps
+    # the steps ones: brackets-transformer-steps; the first wrong step as each group's share of the problems
+    breakdowns = {f"plots/{'shares' if name in SHARES else 'breakdown'}/{name}.csv" for name in BREAKDOWNS}
     # Two learning-curve charts and one chart per breakdown, each with every experiment on it.
     assert set(specs) == {"Held-out exact match by epoch", "Held-out exact match by training seconds"} | breakdowns
     curves = specs["Held-out exact match by epoch"]
@@ -90,6 +92,10 @@ def test_dvc_plots_are_a_handful_of_comparison_charts(families_repo):
     assert operation["encoding"]["x"] == {**operation["encoding"]["x"], "field": "group", "type": "nominal"}
     assert {(row["experiment"], row["group"]) for row in operation["data"]["values"]} >= {
         ("ops-seq2seq-integer_reversed", "mul"), ("brackets-seq2seq", "mixed")}
+    assert operation["encoding"]["y"]["title"] == "test exact match"
+    shares = specs["plots/shares/first_wrong_step.csv"]
+    assert shares["encoding"]["y"] == {**shares["encoding"]["y"], "field": "share", "title": "share of test problems"}
+    assert sum(float(row["share"]) for row in shares["data"]["values"]) == pytest.approx(1.0)  # one experiment writes steps
 
 
 @pytest.mark.e2e

@@ -74,5 +74,7 @@ def test_step_breakdowns_show_shares_of_first_wrong_steps_and_keep_a_single_kind
     assert "| experiment | 2 | answer | none |\n|---|---|---|---|\n| ops-transformer | 10.0% | 30.0% | 60.0% |" in table
     assert "| ops-transformer | 75.0% |" in table  # one kind of step is not the overall figure
     curves = {"ops-transformer": pd.DataFrame({"epoch": [1], "val_exact_match": [0.6]})}
-    chart = plot_tables({"ops-transformer": metrics(0.6, steps)}, curves)["breakdown/first_wrong_step"]
-    assert chart["exact_match"].tolist() == [0.0, 0.0, 1.0]  # the DVC plots keep exact match
+    tables = plot_tables({"ops-transformer": metrics(0.6, steps)}, curves)
+    assert tables["shares/first_wrong_step"]["share"].tolist() == [0.1, 0.3, 0.6]  # a chart of its own
+    assert "breakdown/first_wrong_step" not in tables
+    assert tables["breakdown/step_kind"]["exact_match"].tolist() == [0.75]
