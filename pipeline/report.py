@@ -49,13 +49,13 @@ def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
             + seeds_section(params, metrics) + "".join(section for section in sections if section))
 
 
-def breakdown_frame(name: str, metrics: dict[str, dict], shares: bool = False) -> pd.DataFrame:
-    """Exact match (or each group's share of the problems) per experiment (rows) and group (columns) of
-    one breakdown; outside the step breakdowns only experiments with two or more groups, since one
-    repeats the overall figure."""
+def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:
+    """Exact match (each group's share of the problems, for SHARES) per experiment (rows) and group
+    (columns) of one breakdown; outside the step breakdowns only experiments with two or more groups,
+    since one repeats the overall figure."""
     def figures(groups: dict) -> dict[str, float]:
         total = sum(c["count"] for c in groups.values())
-        return {group: c["count"] / total if shares else c["exact_match"] for group, c in groups.items()}
+        return {group: c["count"] / total if name in SHARES else c["exact_match"] for group, c in groups.items()}
 
     rows = {exp: figures(m.get("breakdown", {}).get(name, {})) for exp, m in metrics.items()}
     fewest = 1 if name in STEP_BREAKDOWNS else 2
@@ -65,7 +65,7 @@ def breakdown_frame(name: str, metrics: dict[str, dict], shares: bool = False) -
 
 
 def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
-    frame = breakdown_frame(name, metrics, name in SHARES)
+    frame = breakdown_frame(name, metrics)
     if frame.empty:
         return ""
     header = "| experiment | " + " | ".join(frame.columns) + " |\n|" + "---|" * (len(frame.columns) + 1) + "\n"
@@ -82,7 +82,7 @@ def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame]) -> di
                                    for name, frame in curves.items()], ignore_index=True)}
     for name in BREAKDOWNS:
         shares = name in SHARES
-        frame = breakdown_frame(name, metrics, shares)
+        frame = breakdown_frame(name, metrics)
         if not frame.empty:
             long = frame.rename_axis("experiment").reset_index().melt(
                 "experiment", var_name="group", value_name="share" if shares else "exact_match")
@@ -119,7 +119,7 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
 def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | None:
     """A heatmap of exact match (or share, see SHARES): experiments down, the breakdown's groups across,
     each cell labelled."""
-    frame = breakdown_frame(name, metrics, name in SHARES)
+    frame = breakdown_frame(name, metrics)
     if frame.empty:
         return None
     import matplotlib
