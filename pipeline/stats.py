@@ -9,7 +9,6 @@ both test-sampling and seed-to-seed noise. The difference is real when its 95% i
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95
 RESAMPLES = 4999
@@ -22,6 +21,8 @@ def aggregate(per_seed: list[float]) -> dict[str, float]:
     mean = float(values.mean())
     low = high = mean
     if len(values) > 1 and values.std() > 0:
+        from scipy import stats  # a second of start-up that single-seed stages skip
+
         low, high = stats.t.interval(LEVEL, len(values) - 1, loc=mean, scale=stats.sem(values))
     return {"mean": mean, "min": float(values.min()), "max": float(values.max()),
             "low": max(0.0, float(low)), "high": min(1.0, float(high)), "seeds": len(values)}
@@ -47,6 +48,8 @@ def difference(baseline: np.ndarray, other: np.ndarray, seed: int = 0) -> dict[s
         mean_b = other[seeds_b[:, :, None], problems[:, None, :]].mean(axis=(1, 2))
         mean_a = baseline[seeds_a[:, :, None], problems[:, None, :]].mean(axis=(1, 2))
         return mean_b - mean_a
+
+    from scipy import stats
 
     result = stats.bootstrap([np.arange(sizes[i]) for i in resampled], gap, n_resamples=RESAMPLES,
                              confidence_level=LEVEL, method="percentile", vectorized=True, batch=200,

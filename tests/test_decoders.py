@@ -130,3 +130,42 @@ def test_steps_codec_saves_and_loads_with_its_length(tmp_path):
     codec = TokenCodec(OPS, answer="steps").sized_for(np.array([1692]), WORKED[:1])
     save_codec(codec, tmp_path / "codec.json")
     assert load_codec(tmp_path / "codec.json") == codec
+
+
+def test_teacher_forced_exact_match_is_greedy_exact_match():
+    """A stand-in decoder that writes the true next token after a true prefix (END after any other), except
+    a wrong second token for every third problem: one teacher-forced pass and greedy decoding token by
+    token find the same problems right."""
+    codec = TokenCodec(ADD3)
+    pairs = [(a, b) for a in range(0, 300, 7) for b in (5, 68)]
+    texts, answers = np.array([f"{a}+{b}" for a, b in pairs]), np.array([a + b for a, b in pairs])
+    x, targets = codec.encode_inputs(texts), codec.encode_targets(answers)
+    written = {row.tobytes(): target for row, target in zip(x, targets)}
+    for row in x[::3]:
+        written[row.tobytes()] = np.concatenate([written[row.tobytes()][:1], [9 - written[row.tobytes()][1] % 10],
+                                                 written[row.tobytes()][2:]])
+
+    class PrefixDecoder:
+        def predict_on_batch(self, inputs):
+            rows, fed = inputs
+            outputs = np.zeros((len(rows), codec.out_steps, codec.out_symbols), np.float32)
+            for i, row in enumerate(rows):
+                target = written[row.tobytes()]
+                true_prefix = np.cumprod(fed[i] == codec.decoder_inputs(target[None])[0]).astype(bool)
+                outputs[i, np.arange(codec.out_steps), np.where(true_prefix, target, codec.END)] = 1
+            return outputs
+
+    greedy = np.mean(predict_answers(PrefixDecoder(), codec, texts) == answers.astype(str))
+    assert greedy == pytest.approx(1 - len(x[::3]) / len(x))
+    assert codec.forced_exact_match(PrefixDecoder(), texts, answers) == greedy
+
+
+def test_teacher_forced_exact_match_counts_a_target_too_long_to_write_as_wrong():
+    codec = TokenCodec(OPS, answer="steps", out_length=5)  # room for '-5' but not '0282+1410;1692'
+    short = codec.encode_targets(np.array([-5]), WORKED[1:])
+
+    class Oracle:
+        def predict_on_batch(self, inputs):
+            return np.eye(codec.out_symbols, dtype=np.float32)[np.repeat(short, len(inputs[0]), axis=0)]
+
+    assert codec.forced_exact_match(Oracle(), np.array(["47*36", "3-8"]), np.array([1692, -5]), WORKED) == 0.5

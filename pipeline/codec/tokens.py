@@ -114,6 +114,21 @@ class TokenCodec(CharCodec):
         y = self.encode_targets(answers, steps)
         return (self.encode_inputs(texts), self.decoder_inputs(y)), y
 
+    def forced_exact_match(self, model, texts, answers, steps=None) -> float:
+        """Fraction of problems whose whole target (steps, then answer) the model gets right token by token
+        when fed the true tokens before each (teacher forcing): one pass, where greedy decoding takes one per
+        token. Greedy decoding writes a target exactly when every one of its tokens is right this way, so for
+        the answer-only framings this is their exact match; with steps it also asks every step right."""
+        texts, answers = np.asarray(texts), np.asarray(answers)
+        steps = None if steps is None else np.asarray(steps)
+        fits = np.strings.str_len(self.target_text(answers, steps)) < self.out_steps  # a longer one is never written
+        if not fits.any():
+            return 0.0
+        (x, decoder_inputs), targets = self.training_pair(texts[fits], answers[fits], None if steps is None else steps[fits])
+        predicted = run_batches(model, [x, decoder_inputs]).argmax(axis=-1)
+        counted = np.arange(targets.shape[1]) < self.target_widths(targets)[:, None]
+        return float(((predicted == targets) | ~counted).all(axis=1).sum() / len(fits))
+
     def infer(self, model, x: np.ndarray) -> np.ndarray:
         """Greedy decoding. A transformer decodes in one compiled graph with cached keys and values
         (pipeline.decoding); other decoders by passes."""
