@@ -96,8 +96,8 @@ class Experiment(Strict):
     model: Literal[MODELS]
     units: tuple[Annotated[int, Field(ge=1)], ...] = Field((100, 50), min_length=1)
     epochs: int = Field(ge=1)
-    # Each epoch draws this many fresh examples from the training split
-    # (the tutorial's loop); unset means one pass over the whole split.
+    # Each epoch draws this many fresh examples from the training split (the tutorial's loop), rounded up
+    # to whole batches; unset means one pass over the whole split.
     samples_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(0.001, gt=0, le=1)

@@ -34,11 +34,13 @@ def seed_everything(seed: int) -> None:
 
 def epoch_indices(n: int, exp: Experiment, rng: np.random.Generator, chances: np.ndarray | None = None) -> np.ndarray:
     """(epochs, samples) row indices: fresh draws per epoch (each row with its chance, if given), or a
-    shuffled pass over the split."""
+    shuffled pass over the split. Draws fill whole batches (samples_per_epoch rounded up to a multiple of
+    batch_size): a short last batch is one more program for XLA to compile, seconds each on a CPU."""
+    draws = -(-exp.samples_per_epoch // exp.batch_size) * exp.batch_size if exp.samples_per_epoch else 0
     if chances is not None:
-        return rng.choice(n, size=(exp.epochs, exp.samples_per_epoch), p=chances)
-    if exp.samples_per_epoch:
-        return rng.integers(0, n, size=(exp.epochs, exp.samples_per_epoch))
+        return rng.choice(n, size=(exp.epochs, draws), p=chances)
+    if draws:
+        return rng.integers(0, n, size=(exp.epochs, draws))
     return np.stack([rng.permutation(n) for _ in range(exp.epochs)])
 
 

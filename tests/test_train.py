@@ -67,6 +67,11 @@ def test_epoch_indices_fresh_samples_per_epoch():
     np.testing.assert_array_equal(indices, epoch_indices(1000, exp, np.random.default_rng(0)))
 
 
+def test_epoch_indices_fill_the_last_batch():
+    exp = MLP.model_copy(update={"epochs": 2, "samples_per_epoch": 50, "batch_size": 8})
+    assert epoch_indices(1000, exp, np.random.default_rng(0)).shape == (2, 56)  # 7 whole batches, not 6 and 2 rows
+
+
 def test_epoch_indices_sample_with_replacement():
     exp = MLP.model_copy(update={"epochs": 1, "samples_per_epoch": 200})
     indices = epoch_indices(10, exp, np.random.default_rng(0))
