@@ -102,3 +102,13 @@ def test_a_parent_run_holds_the_spread_and_a_child_run_each_seed(project):
         assert child.info.run_name == f"{EXP} seed {seed}" and child.info.status == "FINISHED"
         assert child.data.metrics["test_exact_match"] == pytest.approx(metrics[f"exact_match_seed_{seed}"])
         assert [m.step for m in client.get_metric_history(child.info.run_id, "val_exact_match")] == [1, 2]
+
+
+def test_only_the_served_seed_logs_a_serving_model(project):
+    root, info = project
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    logged = client.search_logged_models([client.get_experiment_by_name("adder").experiment_id])
+    serving = [m for m in logged if m.name == "serving"]
+    assert [m.source_run_id for m in serving] == [info["run_id"]]
+    assert info["serving_uri"] == f"models:/{serving[0].model_id}"
+    assert sum(m.name != "serving" for m in logged) == 3  # every seed's Keras model
