@@ -173,7 +173,7 @@ def main() -> None:
         sys.exit(status)
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        app()
+        app(prog_name="adder")  # not the module a warm fork runs under (`python -m pipeline...`)
     except AdderError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
