@@ -12,6 +12,9 @@ import numpy as np
 from pipeline.expressions import OPERATION_NAMES, OPERATIONS, parse
 
 BREAKDOWNS = ("terms", "digits", "operation", "brackets", "carries", "answer_length", "first_wrong_step", "step_kind")
+# Whether a problem's answer is right follows from its first wrong step (0% or 100% but for steps gone wrong
+# on the way to a right answer), so that breakdown is shown as how the problems spread over its groups.
+SHARES = {"first_wrong_step"}
 NOT_COUNTED = "n/a"  # carries are counted for sums, borrows for one subtraction; not for the rest
 STEP_SEPARATOR = ";"
 NUMBER = re.compile(r"\d+")
@@ -119,7 +122,13 @@ def breakdown_rows(result: dict) -> list[dict]:
     return [{"breakdown": name, "group": group, **cell} for name, groups in result.items() for group, cell in groups.items()]
 
 
-def breakdown_metrics(result: dict, prefix: str = "test_exact_match") -> dict[str, float]:
-    """The breakdowns as MLflow metric names: test_exact_match/terms/3."""
-    return {f"{prefix}/{name}/{group.replace('/', '_')}": cell["exact_match"]
-            for name, groups in result.items() for group, cell in groups.items()}
+def group_figures(name: str, groups: dict) -> dict[str, float]:
+    """Each group's exact match or, for SHARES, its share of the problems."""
+    total = sum(cell["count"] for cell in groups.values())
+    return {group: cell["count"] / total if name in SHARES else cell["exact_match"] for group, cell in groups.items()}
+
+
+def breakdown_metrics(result: dict) -> dict[str, float]:
+    """The breakdowns as MLflow metric names: test_exact_match/terms/3, test_share/first_wrong_step/1."""
+    return {f"test_{'share' if name in SHARES else 'exact_match'}/{name}/{group.replace('/', '_')}": figure
+            for name, groups in result.items() for group, figure in group_figures(name, groups).items()}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.breakdown import BREAKDOWNS, group_order
+from pipeline.breakdown import BREAKDOWNS, SHARES, group_figures, group_order
 from pipeline.config import Params
 from pipeline.studies import seeds_section, studies_section
 
@@ -18,10 +18,6 @@ TITLES = {"terms": "number of terms", "digits": "digits of the longest operand",
           "answer_length": "answer length (characters)",
           "first_wrong_step": "first wrong step (answer: only the final answer wrong; none: all right)",
           "step_kind": "kind of worked step (steps written right)"}
-# Whether a problem's answer is right follows from its first wrong step, so the report shows how the
-# problems spread over that breakdown's groups rather than each group's exact match (0% or 100% but for
-# steps gone wrong on the way to a right answer), in its table, its figure and its DVC plot (plots/shares/).
-SHARES = {"first_wrong_step"}
 STEP_BREAKDOWNS = {"first_wrong_step", "step_kind"}  # a single group of these does not repeat the overall figure
 
 
@@ -53,11 +49,7 @@ def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:
     """Exact match (each group's share of the problems, for SHARES) per experiment (rows) and group
     (columns) of one breakdown; outside the step breakdowns only experiments with two or more groups,
     since one repeats the overall figure."""
-    def figures(groups: dict) -> dict[str, float]:
-        total = sum(c["count"] for c in groups.values())
-        return {group: c["count"] / total if name in SHARES else c["exact_match"] for group, c in groups.items()}
-
-    rows = {exp: figures(m.get("breakdown", {}).get(name, {})) for exp, m in metrics.items()}
+    rows = {exp: group_figures(name, m.get("breakdown", {}).get(name, {})) for exp, m in metrics.items()}
     fewest = 1 if name in STEP_BREAKDOWNS else 2
     frame = pd.DataFrame.from_dict({exp: groups for exp, groups in rows.items() if len(groups) >= fewest},
                                    orient="index")

@@ -78,6 +78,10 @@ def test_step_breakdowns_by_hand():
     assert result["step_kind"] == {"bracket": {"count": 2, "exact_match": 1.0},
                                    "partial_products": {"count": 1, "exact_match": 0.0},
                                    "product": {"count": 2, "exact_match": 1.0}}
+    metrics = breakdown_metrics(result)  # in MLflow, where the problems first go wrong: shares of them
+    assert (metrics["test_share/first_wrong_step/1"], metrics["test_share/first_wrong_step/answer"]) == (0.2, 0.4)
+    assert metrics["test_exact_match/step_kind/partial_products"] == 0.0
+    assert not any(name.startswith("test_exact_match/first_wrong_step") for name in metrics)
 
 
 @pytest.mark.parametrize("before, step, kind", [
