@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.breakdown import BREAKDOWNS
+from pipeline.breakdown import BREAKDOWNS, SHARES
 from conftest import unavailable
 from test_e2e import BIN, GIT, PROJECT, make_repo, read_json, run, shown  # pytest puts tests/ on sys.path
 
