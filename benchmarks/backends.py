@@ -78,8 +78,9 @@ def project_copy(folder: Path, backend: str) -> Path:
 def bench_backends(repeats: int = 3) -> list[str]:
     if not (PROJECT / "data" / "add3" / "train.csv").is_file():
         return ["Needs the add3 data: run `make run` (or `dvc repro generate@add3`) first."]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERAS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERAS_", "ADDER_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["ADDER_WARM"] = "0"  # fresh processes, as the figures say, even under `make bench` (which sets it to 1)
     figures = {}
     for backend in BACKENDS:
         print(f"backend {backend} ...", flush=True)
