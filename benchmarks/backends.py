@@ -20,6 +20,15 @@ PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BACKENDS = ("tensorflow", "jax")
 
+
+def command_env(warm: str, sockets: str | None = None) -> dict:
+    """The environment of a measured `adder` command: .venv's programs first, none of the caller's MLflow,
+    Keras or adder settings, ADDER_WARM as given and, for warm forks, the folder of their server's socket."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERAS_", "ADDER_"))}
+    env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "ADDER_WARM": warm}
+    return {**env, "TMPDIR": sockets} if sockets else env
+
+
 # Steady-state seconds per epoch of 10,000 3-digit problems, batch 128: the last epoch of three.
 EPOCHS = textwrap.dedent("""
     import json, sys
@@ -78,9 +87,7 @@ def project_copy(folder: Path, backend: str) -> Path:
 def bench_backends(repeats: int = 3) -> list[str]:
     if not (PROJECT / "data" / "add3" / "train.csv").is_file():
         return ["Needs the add3 data: run `make run` (or `dvc repro generate@add3`) first."]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERAS_", "ADDER_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["ADDER_WARM"] = "0"  # fresh processes, as the figures say, even under `make bench` (which sets it to 1)
+    env = command_env("0")  # fresh processes, as the figures say, even under `make bench` (which sets it to 1)
     figures = {}
     for backend in BACKENDS:
         print(f"backend {backend} ...", flush=True)

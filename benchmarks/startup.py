@@ -4,7 +4,6 @@ process (ADDER_WARM=1), and the share of a whole `dvc repro` on the defaults spe
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -15,14 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.backends import BIN, PROJECT, measured, project_copy
+from benchmarks.backends import BIN, PROJECT, command_env, measured, project_copy
 
 MODES = {"fresh process": "0", "warm fork": "1"}
-
-
-def command_env(warm: str, sockets: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERAS_", "ADDER_"))}
-    return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "ADDER_WARM": warm, "TMPDIR": sockets}
 
 
 def bench_startup(repeats: int = 3) -> list[str]:
