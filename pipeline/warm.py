@@ -12,12 +12,15 @@ without a command. Killing the caller kills its child; a signal to the caller re
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -59,9 +62,56 @@ def address(backend: str) -> Path:
         (k, v) for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV))]).encode())
     for module in sorted(PACKAGE.rglob("*.py")):
         key.update(module.read_bytes())
-    folder = Path(tempfile.gettempdir()) / f"adder-warm-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    return folder / f"{key.hexdigest()[:20]}.sock"
+    return runtime_folder() / f"{key.hexdigest()[:20]}.sock"
+
+
+class Refused(Exception):
+    """Something in the warm process's folder is not this user's alone: the command runs in-process."""
+
+
+def runtime_folder() -> Path:
+    """The folder of the servers' sockets and logs, which only this user may enter: the request sent through
+    a socket carries the caller's environment (its secrets too) and streams, so a folder another user made
+    first, or can write to, would hand them over. $XDG_RUNTIME_DIR/adder-warm where that is this user's
+    with mode 0700, else <temp folder>/adder-warm-<uid>; raises Refused when the folder is not private."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    parent = Path(xdg) if xdg and why_not_private(Path(xdg)) is None else None
+    folder = parent / "adder-warm" if parent else Path(tempfile.gettempdir()) / f"adder-warm-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise Refused(f"cannot create {folder} ({e.strerror})") from None
+    if reason := why_not_private(folder):
+        raise Refused(f"{folder} is {reason}; remove it")
+    return folder
+
+
+def why_not_private(folder: Path) -> str | None:
+    """Why folder is not a directory private to this user, or None; a symbolic link is not followed."""
+    try:
+        st = os.lstat(folder)
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != os.getuid():
+        return f"owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o077:
+        return f"open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def private_file(path: Path, flags: int) -> int:
+    """A file in the folder, opened without following a symbolic link planted at its name."""
+    try:
+        return os.open(path, flags | os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise Refused(f"{path} is a symbolic link; remove it" if e.errno == errno.ELOOP
+                      else f"cannot open {path} ({e.strerror})") from None
 
 
 # The caller
@@ -72,8 +122,12 @@ def run(argv: list[str]) -> int | None:
     backend = project_backend()
     if backend is None:
         return None
-    path = address(backend)
-    conn = connect(path) or start(path, backend)
+    try:
+        path = address(backend)
+        conn = connect(path) or start(path, backend)
+    except Refused as e:
+        print(f"warning: not using adder's warm process: {e}", file=sys.stderr)
+        return None
     if conn is None:
         return None
     request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
@@ -91,26 +145,37 @@ def run(argv: list[str]) -> int | None:
 
 
 def connect(path: Path) -> socket.socket | None:
+    """A connection to the server at path, None when none listens there; raises Refused when the process
+    listening is another user's (only root can put one in a private folder, but the request is a secret)."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(str(path))
     except OSError:
         conn.close()
         return None
+    # SO_PEERCRED is Linux's; without it (macOS) the folder's check alone keeps other users' servers out.
+    if hasattr(socket, "SO_PEERCRED"):
+        _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if uid != os.getuid():
+            conn.close()
+            raise Refused(f"the server at {path} runs as another user (uid {uid}); remove it")
     return conn
 
 
 def start(path: Path, backend: str) -> socket.socket | None:
     """Starts a server at path (one caller at a time, so concurrent first commands start one) and connects."""
-    log = path.with_suffix(".log")
-    with open(path.with_suffix(".lock"), "w") as lock:
+    with open(private_file(path.with_suffix(".lock"), 0), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if conn := connect(path):
             return conn
         path.unlink(missing_ok=True)  # left by a server that died
-        server = subprocess.Popen([sys.executable, "-m", "pipeline.warm", str(path), backend],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                                  start_new_session=True)
+        log = private_file(path.with_suffix(".log"), os.O_TRUNC)
+        try:
+            server = subprocess.Popen([sys.executable, "-m", "pipeline.warm", str(path), backend],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                      start_new_session=True)
+        finally:
+            os.close(log)
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline and server.poll() is None:
             if conn := connect(path):
