@@ -6,13 +6,17 @@ a free local port and load-tests it from concurrent clients."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,7 @@ from pipeline import tracking
 from pipeline.codec import CharCodec, Limits
 from pipeline.config import Task
 from pipeline.errors import AdderError
-from pipeline.serving import MAX_ROWS, AdderModel
+from pipeline.serving import MAX_ERROR_CHARS, MAX_ROWS, ONE_COLUMN, SIGNATURE, AdderModel, guarded
 from test_e2e import cli_env  # commands in warm forks, as make run runs them; pytest puts tests/ on sys.path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -74,7 +78,9 @@ def test_pyfunc_answers_nothing_for_no_expressions():
 
 @pytest.mark.parametrize("bad, says", [("12++50", "malformed expression '12++50'"), ("", "empty expression"),
                                        ("123+4", "operands must be in 0..99"), ("1+2+3", "has 3 terms"),
-                                       (None, "expected a string"), ("１+2", "malformed expression")])
+                                       (None, "expected a string, got null"), ("１+2", "malformed expression"),
+                                       (float("nan"), "expected a string, got null"),
+                                       (7, "expected a string, got number")])
 def test_a_bad_row_gets_its_own_error_and_the_good_rows_their_answers(bad, says):
     rows = served().predict(None, ["12+50", bad, "3+4"]).to_dict("records")
     assert rows[0] == answered("62")[0] and rows[2] == answered("7")[0]
@@ -93,6 +99,30 @@ def test_limits_refuse_the_whole_request_before_any_model_runs():
     assert raised.value.message.startswith("expression #2 has 200,000 characters ('7777")
 
 
+@pytest.mark.parametrize("given", [pd.DataFrame({"a": ["12+50", "3+4"], "b": ["1+1", "2+2"]}), [["12+50", "1+1"]],
+                                   np.array([[["12+50"]]], dtype=object)], ids=["dataframe", "2-D list", "3-D array"])
+def test_more_than_one_column_is_refused_not_cut_to_the_first_or_flattened(given):
+    with pytest.raises(MlflowException) as raised:
+        served().predict(None, given)
+    assert raised.value.get_http_status_code() == 400 and raised.value.message.startswith(ONE_COLUMN)
+
+
+class WideCodec:
+    """Refuses every expression as Limits.check words a range of 1,000-digit operands: its bound in full."""
+
+    def check(self, expression: str) -> str:
+        raise AdderError(f"{expression[:37]!r}...: operands must be in 0..{10 ** 1000 - 1} for this model")
+
+
+def test_every_row_error_is_cut_short_whatever_a_codec_says():
+    model = AdderModel().ready([("wide", None, WideCodec()), ("add2", ExactModel(CODEC), CODEC)])
+    rows = model.predict(None, ["9" * 1000 + "+1"] * MAX_ROWS).to_dict("records")
+    assert all(len(row["error"]) <= MAX_ERROR_CHARS and row["error"].endswith("...") for row in rows), rows[0]
+    assert rows[0]["error"].startswith("wide: '99999") and "operands must be in 0..999" in rows[0]["error"]
+    # 1,000 rows of a 1 MB request: a response a quarter of its size, not 1.2 MB (2.8 MB in a real model's words).
+    assert len(json.dumps({"predictions": rows})) < 300_000
+
+
 def test_each_expression_goes_to_the_first_member_whose_grammar_accepts_it():
     small = CharCodec(Limits(terms=2, low=1, high=10), encoding="integer")  # listed first: it scores higher
     three = CharCodec(Limits(terms=3, low=0, high=99), encoding="integer")
@@ -105,6 +135,119 @@ def test_each_expression_goes_to_the_first_member_whose_grammar_accepts_it():
     assert "small: '1+2+3+4' has 4 terms" in rows[3]["error"] and "add3: '1+2+3+4' has 4 terms" in rows[3]["error"]
     assert rows[4]["error"] == "malformed expression '1++2': no served model's grammar accepts it"
     assert "add2: '100+1': operands must be in 0..99" in rows[5]["error"]
+
+
+# --------------------------------------------------------------------------------------------------
+# `adder serve`'s app (MLflow's scoring server behind guarded) over real HTTP, serving the stand-in
+
+JSON = {"Content-Type": "application/json"}
+# What a security probe sent: (id, body, headers, status, what the one-line message says).
+PROBES = [
+    ("no content type", b'{"inputs": ["12+50"]}', {}, 415, "no Content-Type"),
+    ("text/csv", b"12+50\n1+1\n", {"Content-Type": "text/csv"}, 415, "send application/json"),
+    ("deep json", ('{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(), JSON, 400, "nested too deeply"),
+    ("2-D inputs", json.dumps({"inputs": [["12+50", "1+1"]]}).encode(), JSON, 400, ONE_COLUMN),
+    ("2-column split", json.dumps({"dataframe_split": {"columns": ["a", "b"], "data": [["12+50", "1+1"]]}}).encode(),
+     JSON, 400, ONE_COLUMN),
+    ("2-column records", json.dumps({"dataframe_records": [{"a": "12+50", "b": "1+1"}]}).encode(), JSON, 400,
+     ONE_COLUMN),
+    ("1 MB not json", b"x" * 1_000_000, JSON, 400, "not JSON: Expecting value at line 1 column 1"),
+    ("not utf-8", b'{"inputs": ["\xff"]}', JSON, 400, "not JSON"),
+    ("a list", b'["12+50"]', JSON, 400, "expected a JSON object with one of inputs"),
+]
+
+
+class StandIn(AdderModel):
+    """The stand-in, logged as a pyfunc: MLflow loads it and calls load_context, as it does a trained model."""
+
+    def load_context(self, context) -> None:
+        self.ready([("add2", ExactModel(CODEC), CODEC)])
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory) -> str:
+    """What `adder serve` runs, guarded(init(model)), over the stand-in under uvicorn in a thread on a free port:
+    a real server up in a second, with no training. Its log goes to the root logger, where caplog sees it."""
+    import uvicorn
+    from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
+    from mlflow.pyfunc.scoring_server import init
+
+    path = tmp_path_factory.mktemp("stand-in") / "model"
+    with warnings.catch_warnings():  # that it has no input example: it needs none
+        warnings.simplefilter("ignore")
+        mlflow.pyfunc.save_model(path, python_model=StandIn(), signature=SIGNATURE, pip_requirements=[])
+    before = os.environ.get(_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name)
+    app = guarded(init(mlflow.pyfunc.load_model(str(path))))
+    if before is None:  # init sets it for the whole process; the other tests here are not serving
+        os.environ.pop(_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name, None)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the stand-in server did not start"
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def probed(url: str, body: bytes, headers: dict, status: int, says: str) -> None:
+    """The probe is refused with `status` and one short line of JSON saying `says`."""
+    import requests
+
+    response = requests.post(f"{url}/invocations", data=body, headers=headers, timeout=60)
+    assert response.status_code == status and len(response.content) < 300, (response.status_code, response.text[:300])
+    assert "\n" not in response.text and set(response.json()) == {"error_code", "message"}, response.text
+    assert says in response.json()["message"], response.text
+
+
+@pytest.mark.parametrize("body, headers, status, says", [probe[1:] for probe in PROBES], ids=[p[0] for p in PROBES])
+def test_a_malformed_request_gets_a_short_4xx_and_logs_no_traceback(stand_in, caplog, body, headers, status, says):
+    with caplog.at_level(logging.WARNING):
+        probed(stand_in, body, headers, status, says)
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()], caplog.text[-3000:]
+
+
+def test_a_row_that_is_not_a_string_gets_its_own_error_in_its_place(stand_in):
+    import requests
+
+    def null(kind: str = "null") -> dict:
+        return {"answer": None, "error": f"expected a string, got {kind}", "model": None}
+
+    rows = ["12+50", None, "3+4", True, 7, [["1+1"]]]
+    expected = answered("62") + [null()] + answered("7") + [null("boolean"), null("number"), null("array")]
+    for payload in ({"inputs": rows}, {"instances": rows}, {"dataframe_records": [{"e": r} for r in rows]},
+                    {"dataframe_split": {"columns": ["e"], "data": [[r] for r in rows]}}):
+        assert rows_of(requests.post(f"{stand_in}/invocations", json=payload, timeout=10)) == expected, payload
+    # No string at all, or no row: answered without a model (MLflow would refuse an empty input).
+    assert rows_of(requests.post(f"{stand_in}/invocations", json={"inputs": [None]}, timeout=10)) == [null()]
+    assert rows_of(requests.post(f"{stand_in}/invocations", json={"inputs": []}, timeout=10)) == []
+
+
+def refused_while_sending(url: str, chunked: bool = False) -> None:
+    """http.client sends a 10 MB body (declared, or chunked without a length) and reads the 413."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    body = b"x" * 10_000_000
+    try:
+        if chunked:
+            connection.request("POST", "/invocations", body=(body[i:i + 1 << 20] for i in range(0, len(body), 1 << 20)),
+                               headers=JSON, encode_chunked=True)
+        else:
+            connection.request("POST", "/invocations", body=body, headers=JSON)
+        response = connection.getresponse()
+        assert response.status == 413 and b"request body over 1,048,576 bytes" in response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_far_over_the_limit_gets_a_413_the_client_reads_not_a_reset(stand_in, chunked):
+    import requests
+
+    refused_while_sending(stand_in, chunked)
+    assert rows_of(requests.post(f"{stand_in}/invocations", json={"inputs": ["3+4"]}, timeout=10)) == answered("7")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,6 +490,13 @@ def test_one_endpoint_answers_every_family_row_by_row_and_survives_load(project,
                                  timeout=30)
         assert response.status_code == status and len(response.content) < 2_000, (status, response.text[:3000])
         assert rows_of(invoke(session, url, {"inputs": ["3+4"]})) == [expected["3+4"]]
+    # What a security probe sent: each refused in one short line, a null row answered in its place, and a
+    # client still sending a 10 MB body reads its 413.
+    for _, body, headers, status, says in PROBES:
+        probed(url, body, headers, status, says)
+    assert rows_of(invoke(session, url, {"inputs": ["3+4", None]})) == [
+        expected["3+4"], {"answer": None, "error": "expected a string, got null", "model": None}]
+    refused_while_sending(url)
 
     # The load test: batches of 1 to 8 expressions of both families from concurrent clients, every 7th bad.
     good = sums + ops
