@@ -67,35 +67,52 @@ def compare() -> None:
 def predict(
     expression: Annotated[Optional[str], typer.Argument(help="e.g. 12+50")] = None,
     model: Annotated[Optional[str], typer.Option(help="experiment name, model folder or MLflow model URI "
-                                                      "[default: the best trained sequence model]")] = None,
+                                                      "[default: each line to the best trained sequence model "
+                                                      "that accepts it]")] = None,
     file: Annotated[Optional[str], typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
     steps: Annotated[bool, typer.Option("--steps", help="the model's worked steps under each answer "
                                                        "(a model trained with answer: steps)")] = False,
 ) -> None:
-    """Answer an expression, or every line of --file, with a trained model."""
+    """Answer an expression, or every line of --file, with a trained model: one output line per input line."""
     from pipeline.config import project_root
-    from pipeline.predict import load_predictor
+    from pipeline.predict import load_predictors
 
     if (expression is None) == (file is None):
         raise AdderError("give one EXPRESSION or --file (not both)")
     lines = [expression] if file is None else read_lines(file)
-    predictor = load_predictor(project_root(), model)
-    if steps and not predictor.codec.writes_steps:
-        raise AdderError(f"--steps: {predictor.source} was trained without worked steps; "
+    if not lines:
+        return
+    predictors = load_predictors(project_root(), model, steps)
+    if steps and not all(member.codec.writes_steps for member in predictors.members):
+        raise AdderError(f"--steps: {predictors.members[0].source} was trained without worked steps; "
                          "use a model trained with answer: steps")
-    checked = [check(predictor, line) for line in lines]
-    good = [c for c in checked if isinstance(c, str)]
-    answers = iter(with_steps(predictor, good) if steps else predictor.answer(good))
+    routed = [line if isinstance(line, AdderError) else predictors.route(line) for line in lines]
+    answers = answer_routed(routed, steps)
     bad = 0
-    for number, item in enumerate(checked, 1):
+    for number, item in enumerate(routed, 1):
         if isinstance(item, AdderError):
             bad += 1
             typer.echo(f"error: {f'line {number}: ' if file else ''}{item}", err=True)
     if file is not None or not bad:
         # Bad lines answer with an empty line, so answers stay aligned with their expressions.
-        sys.stdout.write("\n".join("" if isinstance(c, AdderError) else next(answers) for c in checked) + "\n")
+        sys.stdout.write("".join(f"{answer}\n" for answer in answers))
     if bad:
         raise typer.Exit(AdderError.exit_code)
+
+
+def answer_routed(routed: list, steps: bool) -> list[str]:
+    """Each routed line's answer ('' for a refused one), every model answering its lines in one batch."""
+    answers = [""] * len(routed)
+    groups: dict[int, list[int]] = {}
+    for row, item in enumerate(routed):
+        if not isinstance(item, AdderError):
+            groups.setdefault(id(item[0]), []).append(row)
+    for rows in groups.values():
+        predictor, expressions = routed[rows[0]][0], [routed[row][1] for row in rows]
+        got = with_steps(predictor, expressions) if steps else predictor.answer(expressions).tolist()
+        for row, answer in zip(rows, got):
+            answers[row] = answer
+    return answers
 
 
 def with_steps(predictor, expressions: list[str]) -> list[str]:
@@ -107,19 +124,24 @@ def with_steps(predictor, expressions: list[str]) -> list[str]:
             for answer, steps in zip(answers.tolist(), worked.tolist())]
 
 
-def check(predictor, line: str) -> str | AdderError:
+def read_lines(file: str) -> list[str | AdderError]:
+    """The file's lines, split at '\n' alone (a '\r' before it dropped): other separators that
+    str.splitlines honours stay inside their line, which then fails its check, so every output line
+    answers the input line of the same number. A line that is not UTF-8 is an AdderError in its place."""
     try:
-        return predictor.codec.check(line)
-    except AdderError as e:
-        return e
-
-
-def read_lines(file: str) -> list[str]:
-    try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as e:
         raise AdderError(f"cannot read {file}: {e.strerror}") from None
-    return text.splitlines()
+    if not data:
+        return []
+    return [decoded(line.removesuffix(b"\r")) for line in data.removesuffix(b"\n").split(b"\n")]
+
+
+def decoded(line: bytes) -> str | AdderError:
+    try:
+        return line.decode()
+    except UnicodeDecodeError as e:
+        return AdderError(f"not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1})")
 
 
 @app.command()

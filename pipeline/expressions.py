@@ -78,6 +78,13 @@ class Limits:
         return len(str(self.high))
 
     @property
+    def operand_range(self) -> str:
+        """'be in 0..999', or for a range of very long operands 'have at most 1,000 digits'."""
+        if self.low == 0 and self.operand_width > 20 and self.high == 10**self.operand_width - 1:
+            return f"have at most {self.operand_width:,} digits"
+        return f"be in {self.low}..{self.high}"
+
+    @property
     def expression_width(self) -> int:
         """The longest expression in characters."""
         brackets = 2 if self.brackets and self.terms > 2 else 0
@@ -90,8 +97,9 @@ class Limits:
 
     @property
     def example(self) -> str:
-        if self.brackets:
-            return "(12+7)*3-40"
+        if self.brackets:  # around two operands or more, never all of them
+            a, b = self.ops[0], self.ops[-1]
+            return f"(12{a}7){b}3" + (f"{a}40" if self.terms > 3 else "")
         return self.ops[0].join(["12", "50", "7", "3"][: max(self.fewest_terms, 2)])
 
     def grammar(self) -> str:
@@ -116,7 +124,7 @@ class Limits:
         if span is not None and span not in bracket_spans(len(operands)):
             raise AdderError(f"{shown!r}: brackets must enclose two or more terms but not all of them")
         if not all(self.low <= v <= self.high for v in operands):
-            raise AdderError(f"{shown!r}: operands must be in {self.low}..{self.high} for this model")
+            raise AdderError(f"{shown!r}: operands must {self.operand_range} for this model")
         return render(operands, ops, span)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +17,18 @@ from pathlib import Path
 from pipeline.errors import AdderError
 
 FILES = ("model.keras", "codec.json", "history.csv")
+# What run.json's fields must look like: it may arrive from a DVC remote, and serve and predict act on it.
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+MODEL_URI = re.compile(r"models:/m-[0-9a-f]{32}")  # a model logged to the tracking store, nothing else
+SHA256 = re.compile(r"[0-9a-f]{64}")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # an experiment's folder name: never a path
+
+
+def experiment_folder(root: Path, name: str) -> Path:
+    """models/<name>/, for an experiment name that cannot leave models/ (no '/', no '..')."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise AdderError(f"{name!r} is not an experiment name (letters, digits, '_', '-' and '.'; no '/' or '..')")
+    return root / "models" / name
 STAGING = ".staging-"  # models/.staging-<experiment>-*: a training in progress, or one that was killed
 
 
@@ -58,8 +71,8 @@ def publish(staging: Path, info: dict, out: Path) -> None:
 
 
 def verified(folder: Path) -> dict:
-    """The folder's run.json, once its files are checked against the sha256 it records; AdderError in one
-    line naming the file otherwise. Folders trained before run.json recorded digests are taken as they are."""
+    """The folder's run.json, once its fields are checked and its files match the sha256 it records;
+    AdderError in one line naming the file otherwise."""
     name = folder.name
     retrain = f"retrain it: dvc repro --force train@{name} (or adder train {name})"
     if not (folder / "model.keras").is_file() or not (folder / "run.json").is_file():
@@ -70,9 +83,30 @@ def verified(folder: Path) -> dict:
             raise ValueError("no run_id")
     except (ValueError, UnicodeDecodeError):
         raise AdderError(f"{folder / 'run.json'} is corrupt; {retrain}") from None
-    for file, digest in info.get("sha256", {}).items():
+    if problem := malformed(info):
+        raise AdderError(f"{folder / 'run.json'} is not as training writes it ({problem}); {retrain}")
+    for file, digest in info["sha256"].items():
         path = folder / file
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             raise AdderError(f"{path} is not the file MLflow run {info['run_id']} logged (its sha256 differs from "
                              f"run.json's); {retrain}")
     return info
+
+
+def malformed(info: dict) -> str | None:
+    """What is wrong with run.json's fields, or None: ids and URIs of the tracking store only, a digest of
+    every file that loads, seeds as integers."""
+    for key, pattern in (("run_id", RUN_ID), ("parent_run_id", RUN_ID), ("model_uri", MODEL_URI),
+                         ("serving_uri", MODEL_URI)):
+        if key in info and not (isinstance(info[key], str) and pattern.fullmatch(info[key])):
+            return f"{key} {str(info[key])[:80]!r}"
+    digests = info.get("sha256")
+    if not isinstance(digests, dict) or not {"model.keras", "codec.json"} <= digests.keys():
+        return "no sha256 of model.keras and codec.json"
+    if not all(file in FILES and isinstance(d, str) and SHA256.fullmatch(d) for file, d in digests.items()):
+        return "sha256 names a file training does not write"
+    seeds = info.get("seeds", [])
+    if not isinstance(seeds, list) or not all(type(seed) is int for seed in seeds) or \
+            ("chosen_seed" in info and info["chosen_seed"] not in seeds):
+        return "seeds"
+    return None

@@ -4,60 +4,119 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from pipeline.codec import Codec, NumberCodec, codec_of, load_codec
+from pipeline.codec import Codec, NumberCodec, accepting, codec_of, lengths_in, load_codec
 from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers
-from pipeline.model_folder import verified
+from pipeline.model_folder import NAME, experiment_folder, verified
 
 
-@dataclass
 class Predictor:
-    model: object
-    codec: Codec
-    source: str
+    """A model and its codec; a model from a folder loads on first use, so that choosing among many
+    folders reads only their codecs."""
+
+    def __init__(self, codec: Codec, source: str, load):
+        self.codec, self.source, self.load = codec, source, load
+        self.loaded = None
+
+    @property
+    def model(self):
+        if self.loaded is None:
+            self.loaded = self.load()
+        return self.loaded
 
     def answer(self, expressions: list[str]) -> np.ndarray:
-        """Answers for expressions already checked by codec.limits.check."""
+        """Answers for expressions already checked by codec.check."""
         return predict_answers(self.model, self.codec, expressions)
 
 
-def best_sequence_experiment(root: Path) -> str:
-    """The trained sequence experiment with the highest test exact match; on a tie, the one
-    trained on the widest operands (so '12+50' does not go to a model of 1..10). A folder whose
-    codec does not load is passed over: it fails with its own message when named."""
-    scored = []
-    for path in sorted((root / "metrics").glob("*.json")):
-        codec_file = root / "models" / path.stem / "codec.json"
+class Predictors:
+    """The models that answer `adder predict`: one named, or every published sequence model, each expression
+    going to the first (best on validation) whose range accepts it, as `adder serve` routes rows."""
+
+    def __init__(self, members: list[Predictor]):
+        self.members = members
+
+    def route(self, expression: str) -> tuple[Predictor, str] | AdderError:
+        """(the member that answers, the canonical expression), or the AdderError that refuses it."""
+        refusals = []
+        for member in self.members:
+            try:
+                return member, member.codec.check(expression)
+            except AdderError as e:
+                refusals.append((Path(member.source).name, str(e)))
+        return AdderError(refusal(expression, refusals))
+
+
+def refusal(expression: str, refusals: list[tuple[str, str]]) -> str:
+    """One model's reason as it is; of several, those that parsed the expression (wrong size or range),
+    else that none of their grammars accepts it."""
+    if len(refusals) == 1:
+        return refusals[0][1]
+    specific = [f"{name}: {reason}" for name, reason in refusals if not reason.startswith(("malformed", "empty"))]
+    if specific:
+        return "; ".join(specific)
+    shown = expression if len(expression) <= 40 else expression[:37] + "..."
+    return "empty expression" if not expression.strip() else f"malformed expression {shown!r}: no trained model's grammar accepts it"
+
+
+def published(root: Path, steps: bool = False) -> Predictors:
+    """Every published sequence model (of those writing worked steps, with steps), best first: by final
+    validation exact match, then the widest operands. Chosen from the model folders themselves, which a
+    running or killed stage never leaves half-written; a folder that fails its checks is passed over (it
+    fails with its own message when named)."""
+    ranked = []
+    for folder in sorted(path for path in (root / "models").glob("*") if path.is_dir() and NAME.fullmatch(path.name)):
         try:
-            codec = read_codec(codec_file) if codec_file.is_file() else None
-            exact_match = json.loads(path.read_text()).get("exact_match", 0.0)
-        except (AdderError, ValueError):
+            verified(folder)
+            codec = accepting(read_codec(folder / "codec.json"), measured_lengths(root, folder.name))
+            val = float(pd.read_csv(folder / "history.csv")["val_exact_match"].iloc[-1])
+        except (AdderError, OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):
             continue
-        if codec is not None and not isinstance(codec, NumberCodec):
-            scored.append((exact_match, codec.limits.high, path.stem))
-    if not scored:
-        raise AdderError("no trained sequence model yet; run `make run` (or `dvc repro`) first, or pass --model")
-    return max(scored)[-1]
+        if not isinstance(codec, NumberCodec) and (codec.writes_steps or not steps):
+            ranked.append((-val, -codec.limits.high, folder.name, Predictor(codec, str(folder), keras_loader(folder))))
+    if not ranked:
+        raise AdderError(f"no trained sequence model{' writing worked steps' if steps else ''} yet; run `make run` "
+                         "(or `dvc repro`) first, or pass --model")
+    return Predictors([predictor for *_, predictor in sorted(ranked, key=lambda r: r[:3])])
 
 
-def load_predictor(root: Path, model: str | None) -> Predictor:
+def measured_lengths(root: Path, experiment: str) -> dict[int, float]:
+    """Exact match per operand length from the experiment's evaluation (metrics/<experiment>.json); {} when
+    there is none yet (evaluate is running) or it does not read."""
+    try:
+        metrics = json.loads((root / "metrics" / f"{experiment}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return lengths_in(metrics) if isinstance(metrics, dict) else {}
+
+
+def load_predictors(root: Path, model: str | None, steps: bool = False) -> Predictors:
     from pipeline import backend
     from pipeline.config import PARAMS_FILE, load_params
 
     backend.use(load_params(root / PARAMS_FILE).backend)  # any model loads on either backend
     if model is None:
-        model = best_sequence_experiment(root)
+        return published(root, steps)
     if model.startswith(("models:/", "runs:/")):
-        return load_from_mlflow(model)
-    folder = Path(model) if Path(model).is_dir() else root / "models" / model
+        return Predictors([load_from_mlflow(model)])
+    folder = Path(model) if Path(model).is_dir() else experiment_folder(root, model)
     if not folder.is_dir():
-        raise AdderError(f"no model {model!r}: not an experiment with a trained model, a model folder or an MLflow URI")
-    return Predictor(*load_trained(folder), str(folder))
+        hint = (f"; a stage may be retraining it, or one was interrupted: `dvc checkout {folder.relative_to(root)}` "
+                "restores the last one" if (root / "models").is_dir() and folder.parent == root / "models" else "")
+        raise AdderError(f"no model {model!r}: not an experiment with a trained model, a model folder or an "
+                         f"MLflow URI{hint}")
+    verified(folder)
+    codec = accepting(read_codec(folder / "codec.json"), measured_lengths(root, folder.name))
+    return Predictors([Predictor(codec, str(folder), keras_loader(folder))])
+
+
+def keras_loader(folder: Path):
+    return lambda: load_keras(folder / "model.keras")
 
 
 def load_trained(folder: Path) -> tuple:
@@ -93,15 +152,25 @@ def load_from_mlflow(uri: str) -> Predictor:
     from pipeline.tracking import connect
 
     connect(project_root())
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp(prefix="adder-")))
-    except mlflow.exceptions.MlflowException as e:
-        raise AdderError(f"cannot load {uri}: {str(e).splitlines()[0]}") from None
+    with tempfile.TemporaryDirectory(prefix="adder-") as tmp:  # the model is in memory once loaded
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+        except mlflow.exceptions.MlflowException as e:
+            raise AdderError(f"cannot load {uri}: {str(e).splitlines()[0]}") from None
+        return loaded_from(local, uri)
+
+
+def loaded_from(local: Path, uri: str) -> Predictor:
+    """The model MLflow downloaded into local: a `serving` pyfunc's Keras file and codec, or a Keras model
+    logged with its codec in the metadata."""
+    import mlflow
+
     if len(list((local / "artifacts").rglob("*.keras"))) > 1:  # adder-all: one champion per task
         raise AdderError(f"{uri} serves several models, one per task: serve it (adder serve), or predict with "
                          "one task's champion, --model models:/adder-<task>@champion")
     if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec as saved
-        return Predictor(load_keras(local / "artifacts" / "model.keras"), read_codec(local / "artifacts" / "codec.json"), uri)
+        model = load_keras(local / "artifacts" / "model.keras")
+        return Predictor(read_codec(local / "artifacts" / "codec.json"), uri, lambda: model)
     codec = mlflow.models.Model.load(str(local)).metadata or {}
     if "codec" not in codec:
         raise AdderError(f"{uri} is not an adder model (no codec in its metadata)")
@@ -109,4 +178,5 @@ def load_from_mlflow(uri: str) -> Predictor:
 
     import pipeline.models  # noqa: F401  registers the custom layers before loading
 
-    return Predictor(mlflow.keras.load_model(str(local)), codec_of(codec["codec"]), uri)
+    model = mlflow.keras.load_model(str(local))
+    return Predictor(codec_of(codec["codec"]), uri, lambda: model)

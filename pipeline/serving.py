@@ -19,7 +19,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
 from mlflow.types import ColSpec, Schema
 
-from pipeline.codec import Codec, load_codec
+from pipeline.codec import Codec, accepting, lengths_in, load_codec, save_codec
 from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS
 
@@ -473,6 +473,9 @@ def build_all_families(root: Path, client, members: list[dict], wanted: str, bac
         folders = [Path(mlflow.artifacts.download_artifacts(f"models:/{m['name']}/{m['version']}",
                                                             dst_path=f"{tmp}/{i}")) / "artifacts"
                    for i, m in enumerate(members)]
+        for m, folder in zip(members, folders):  # each accepting the operands its evaluation measured it on
+            measured = client.get_run(client.get_model_version(m["name"], m["version"]).run_id).data.metrics
+            save_codec(accepting(load_codec(folder / "codec.json"), lengths_in(measured, "test_")), folder / "codec.json")
         example = load_codec(folders[0] / "codec.json").limits.example
         uri = log_serving_model([(f"models:/{m['name']}/{m['version']}", folder, m["exact_match"])
                                  for m, folder in zip(members, folders)], example, backend, name="serving-all")

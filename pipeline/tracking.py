@@ -513,7 +513,13 @@ def crown(client, name: str, version: str | None, champion: dict | None, exact_m
     """The champion decision for one version: "promoted", "kept" (it does not win), "held" (it wins
     but promotion is off), or "not registered" (no version: registration is off), whose reason still
     says whether it would win. Logs the decision and both figures to the active run."""
-    if champion is None or champion["exact_match"] is None:
+    holds = version is not None and champion is not None and champion["version"] == version
+    if holds:  # scored again (evaluate reruns every experiment): it keeps the alias, and its decision
+        decided = registry_decision(client, mlflow.active_run().info.run_id)
+        if decided and decided["decision"] == "promoted":
+            return decided
+        wins, reason = True, "already the champion"
+    elif champion is None or champion["exact_match"] is None:
         wins, reason = True, "no champion yet"
     elif champion["test_sha256"] != test_sha256:
         wins, reason = True, "the champion was scored on another test set"
@@ -522,7 +528,7 @@ def crown(client, name: str, version: str | None, champion: dict | None, exact_m
         reason = "higher test exact match" if wins else "not higher than the champion's test exact match"
     if version is None:
         reason += f"; registration is off ({REGISTER}=0)"
-    elif wins and promote:
+    elif wins and promote and not holds:
         settled, displaced = settle_champion(client, name, version, exact_match, test_sha256)
         if settled["version"] != version:  # a concurrent evaluate's version scored higher, and holds the alias
             wins, champion = False, settled
@@ -531,9 +537,10 @@ def crown(client, name: str, version: str | None, champion: dict | None, exact_m
             champion = displaced
             reason = ("no champion yet" if champion is None else "the champion was scored on another test set"
                       if champion["test_sha256"] != test_sha256 else "higher test exact match")
-    elif wins:
+    elif wins and not holds:
         reason += f"; promotion is off ({PROMOTE}=0)"
-    outcome = "not registered" if version is None else "kept" if not wins else "promoted" if promote else "held"
+    outcome = ("not registered" if version is None else "kept" if not wins else
+               "promoted" if promote or holds else "held")
     decision = {"model": name, "version": version or "–", "decision": outcome,
                 "reason": reason, "candidate_exact_match": exact_match,
                 "champion_version": champion and champion["version"],
@@ -644,17 +651,19 @@ def best_champion() -> str:
 def served_model_uri(root: Path, model: str | None) -> str:
     """MODEL as an MLflow URI of a string-answering model: a URI as given, an experiment's logged pyfunc,
     else a task's (or registered model's) champion; raises AdderError if no such model loads."""
+    from pipeline.model_folder import experiment_folder, verified
+
     if model is None:
         uri = best_champion()
     elif ":/" in model:
         uri = model
-    elif (root / "models" / model / "run.json").is_file():
-        from pipeline.model_folder import verified
-
-        uri = verified(root / "models" / model).get("serving_uri")  # the run that logged exactly these files
-        if uri is None:
+    elif (folder := experiment_folder(root, model)).is_dir():
+        info = verified(folder)  # the run that logged exactly these files
+        if (uri := info.get("serving_uri")) is None:
             raise AdderError(f"experiment {model!r} has no served model: only sequence models answer strings")
+        logged_by(uri, info["run_id"], folder / "run.json")
     else:
+        experiment_folder(root, model)  # a name, never a path
         uri = f"models:/{model if model.startswith('adder-') else registered_name(model)}@{CHAMPION}"
     try:
         flavor = mlflow.models.get_model_info(uri).flavors.get("python_function", {})
@@ -664,3 +673,15 @@ def served_model_uri(root: Path, model: str | None) -> str:
         raise AdderError(f"{uri} is not a model that answers expressions as strings; "
                          "serve an experiment's `serving` model or a task's champion")
     return uri
+
+
+def logged_by(uri: str, run_id: str, named_in: Path) -> None:
+    """Raises AdderError unless uri is a model that run_id logged to this tracking store: run.json may come
+    from a DVC remote, and must not point serving at a model of anyone else's choosing."""
+    try:
+        source = mlflow.MlflowClient().get_logged_model(uri.removeprefix("models:/")).source_run_id
+    except mlflow.exceptions.MlflowException:
+        source = None
+    if source != run_id:
+        raise AdderError(f"{named_in} names {uri}, which is not a model its run {run_id} logged to "
+                         f"{mlflow.get_tracking_uri()}; retrain it, or serve a task's champion")

@@ -6,6 +6,7 @@ time is importing Keras and MLflow."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -109,7 +110,8 @@ def test_train_killed_at_any_point_leaves_the_published_model_whole(project):
     result = adder("evaluate", EXPERIMENT, cwd=project)
     assert result.returncode == 0 and "Traceback" not in result.stderr, shown(result)
     assert result.stdout.count("which died; marked KILLED") == 1, shown(result)
-    assert f"adder-{TASK} version 1: kept" in result.stdout, shown(result)  # no version for a killed run
+    # No version for a killed run; the published one is still the champion, as decided when it was promoted.
+    assert f"adder-{TASK} version 1: promoted (no champion yet)" in result.stdout, shown(result)
     assert [run.info.status for run in runs(project)] == ["FINISHED", "KILLED", "KILLED", "KILLED"]
     assert (project / "metrics" / f"{EXPERIMENT}.json").read_bytes() == metrics_before  # same model, same figures
     result = adder("predict", "12+50", cwd=project)
@@ -143,12 +145,15 @@ def test_corrupt_or_mismatched_model_files_are_one_line_errors(project, tmp_path
         copies[name] = tmp_path / name
         shutil.copytree(published, copies[name])
         (copies[name] / name).write_bytes(damage((copies[name] / name).read_bytes()))
-    legacy = tmp_path / "legacy"  # run.json without digests, as trained before they were recorded
-    shutil.copytree(published, legacy)
-    info = json.loads((legacy / "run.json").read_text())
-    (legacy / "run.json").write_text(json.dumps({k: v for k, v in info.items() if k != "sha256"}))
-    (legacy / "model.keras").write_bytes(b"PK\x03\x04 not a zip")
-    (legacy / "codec.json").write_text("{}")
+    undigested = tmp_path / "undigested"  # run.json without digests: nothing would check the files
+    shutil.copytree(published, undigested)
+    info = json.loads((undigested / "run.json").read_text())
+    (undigested / "run.json").write_text(json.dumps({k: v for k, v in info.items() if k != "sha256"}))
+    foreign = tmp_path / "foreign"  # a model file that matches run.json's digest but is not a Keras model
+    shutil.copytree(published, foreign)
+    (foreign / "model.keras").write_bytes(b"PK\x03\x04 not a zip")
+    digest = hashlib.sha256((foreign / "model.keras").read_bytes()).hexdigest()
+    (foreign / "run.json").write_text(json.dumps({**info, "sha256": {**info["sha256"], "model.keras": digest}}))
     # A corrupt experiment scored higher than the real one, beside it.
     (project / "models" / "broken").mkdir()
     (project / "models" / "broken" / "codec.json").write_text('{"kind": "chars", "limi')
@@ -157,7 +162,8 @@ def test_corrupt_or_mismatched_model_files_are_one_line_errors(project, tmp_path
         cases = [(["--model", str(copies[name]), "1+2"], f"{copies[name] / name} {says}")
                  for name, says in (("model.keras", "is not the file MLflow run"), ("codec.json", "is not the file MLflow run"),
                                     ("run.json", "is corrupt"))]
-        cases += [(["--model", str(legacy), "1+2"], f"{legacy / 'model.keras'} is not a Keras model that loads"),
+        cases += [(["--model", str(undigested), "1+2"], f"{undigested / 'run.json'} is not as training writes it"),
+                  (["--model", str(foreign), "1+2"], f"{foreign / 'model.keras'} is not a Keras model that loads"),
                   (["12+50"], None)]  # the default model: not the broken folder
         with ThreadPoolExecutor(len(cases)) as pool:  # each spends its time importing Keras: overlap them
             results = list(pool.map(lambda case: adder("predict", *case[0], cwd=project), cases))
@@ -187,6 +193,60 @@ def test_corrupt_or_mismatched_model_files_are_one_line_errors(project, tmp_path
         if (tmp_path / "backup").is_dir():
             shutil.rmtree(published)
             shutil.copytree(tmp_path / "backup", published)
+
+
+def registry_client(project: Path) -> mlflow.MlflowClient:
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    return mlflow.MlflowClient()
+
+
+def test_adder_all_follows_the_champions_after_an_evaluate_killed_before_rebuilding_it(project):
+    """A champion that moved while adder-all was not rebuilt (the evaluate that promoted it killed in
+    between): the next evaluate rebuilds adder-all over the champions, and keeps each decision as it was."""
+    name = f"adder-{TASK}"
+    client = registry_client(project)
+    members = lambda: client.get_model_version_by_alias("adder-all", "champion").tags["members"]
+    try:
+        assert adder("evaluate", EXPERIMENT, cwd=project).returncode == 0
+        published = verified(project / "models" / EXPERIMENT)["run_id"]
+        (mine,) = client.search_model_versions(f"name = '{name}' and run_id = '{published}'")
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert members() == f"{name}/{champion.version}"
+        # What the killed evaluate left: another run's version crowned, adder-all not rebuilt.
+        run = client.get_run(champion.run_id)
+        other = client.create_run(run.info.experiment_id, tags={"test_sha256": run.data.tags["test_sha256"]})
+        client.log_metric(other.info.run_id, "test_exact_match", 1.0)
+        client.set_terminated(other.info.run_id)
+        moved = client.create_model_version(name, source=champion.source, run_id=other.info.run_id)
+        client.set_registered_model_alias(name, "champion", moved.version)
+        result = adder("evaluate", EXPERIMENT, cwd=project)
+        assert result.returncode == 0, shown(result)
+        assert members() == f"{name}/{moved.version}"
+        # The alias on the published run's version: scored again, it is the champion, and adder-all follows.
+        client.set_registered_model_alias(name, "champion", mine.version)
+        result = adder("evaluate", EXPERIMENT, cwd=project)
+        assert result.returncode == 0 and f"{name} version {mine.version}: promoted" in result.stdout, shown(result)
+        assert client.get_run(published).data.tags["registry.decision"] == "promoted"
+        assert members() == f"{name}/{mine.version}"
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_predict_needs_neither_metrics_nor_every_model_folder(project, tmp_path):
+    """While a stage reruns, DVC has deleted its outputs: evaluate's metrics/, or a retrained model's folder.
+    The default model comes from the published folders, and a missing folder says how to restore it."""
+    metrics, published = project / "metrics", project / "models" / EXPERIMENT
+    metrics.rename(tmp_path / "metrics")
+    try:
+        result = adder("predict", "12+50", cwd=project)
+        assert result.returncode == 0 and result.stdout.strip().lstrip("-").isdigit(), shown(result)
+        published.rename(tmp_path / EXPERIMENT)
+        one_error_line(adder("predict", "--model", EXPERIMENT, "12+50", cwd=project),
+                       f"`dvc checkout models/{EXPERIMENT}` restores the last one")
+    finally:
+        (tmp_path / "metrics").rename(metrics)
+        if (tmp_path / EXPERIMENT).is_dir():
+            (tmp_path / EXPERIMENT).rename(published)
 
 
 def test_load_failures_name_the_file(tmp_path):
@@ -238,3 +298,4 @@ def test_tracking_server_dying_during_training_fails_in_one_line_and_rerun_compl
             assert "which died; marked KILLED" in result.stdout, shown(result)
     finally:
         (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+

@@ -289,7 +289,8 @@ def test_scoring_the_same_run_again_reuses_its_version(registry):
     run_id = registry.get_model_version("adder-add3", first["version"]).run_id
     with mlflow.start_run(run_id=run_id):
         again = tracking.register_and_crown("add3", "models:/unused", run_id, 0.5, "same test set")
-    assert (again["version"], again["decision"]) == ("1", "kept")
+    # The champion scored again keeps its decision as it was made (not rewritten to "kept").
+    assert (again["version"], again["decision"], again["reason"]) == ("1", "promoted", "no champion yet")
     assert [str(v.version) for v in registry.search_model_versions("name = 'adder-add3'")] == ["1"]
 
 

@@ -6,6 +6,7 @@ framing), columns (digit columns) and tokens (decoders fed their own output)."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,11 +17,31 @@ from pipeline.codec.tokens import TokenCodec
 from pipeline.errors import AdderError
 from pipeline.expressions import Limits
 
-__all__ = ["CharCodec", "Codec", "ColumnCodec", "Limits", "NumberCodec", "TokenCodec", "codec_of", "codec_spec",
-           "load_codec", "save_codec"]
+__all__ = ["CharCodec", "Codec", "ColumnCodec", "Limits", "NumberCodec", "TokenCodec", "accepting", "codec_of",
+           "codec_spec", "lengths_in", "load_codec", "save_codec"]
 
 Codec = CharCodec | NumberCodec | ColumnCodec | TokenCodec
 CODECS = {"chars": CharCodec, "numbers": NumberCodec, "columns": ColumnCodec, "tokens": TokenCodec}
+GENERALISES = 0.99  # the exact match at which a model counts as adding operands of a length
+
+
+def accepting(codec: Codec, lengths: dict[int, float]) -> Codec:
+    """codec, accepting operands as long as its model was measured to add: up to the longest of lengths
+    (digits -> exact match) below which every measured length scores at least GENERALISES."""
+    longest = None
+    for digits in sorted(lengths):
+        if lengths[digits] < GENERALISES:
+            break
+        longest = digits
+    return codec if longest is None else codec.accepting(longest)
+
+
+def lengths_in(figures: dict, prefix: str = "") -> dict[int, float]:
+    """{digits: exact match} from an evaluation's figures, e.g. {"exact_match_100_digits": 1.0} (or with
+    prefix "test_" as MLflow holds them); anything else in figures is ignored."""
+    pattern = re.compile(re.escape(prefix) + r"exact_match_([0-9]{1,5})_digits")
+    return {int(m.group(1)): float(value) for key, value in figures.items()
+            if (m := pattern.fullmatch(key)) and isinstance(value, (int, float))}
 
 
 def save_codec(codec: Codec, path: Path) -> None:

@@ -35,6 +35,11 @@ class Checked:
     def check(self, expression: str) -> str:
         return self.limits.check(expression)
 
+    def accepting(self, digits: int):
+        """The codec accepting operands of up to `digits` digits, for a model measured to add them; only a
+        length-agnostic codec widens."""
+        return self
+
     def training_pair(self, texts, answers, steps=None) -> tuple:
         """(inputs, targets) for training; steps (worked steps) matter only to codecs that write them."""
         return self.encode_inputs(texts), self.encode_targets(answers)

@@ -15,10 +15,11 @@ from pipeline.expressions import Limits
 @dataclass(frozen=True)
 class ColumnCodec(Checked):
     """Aligned digit columns, least significant first, one-hot per term; one answer digit per step.
-    Length-agnostic: trained on the task's operands, it accepts operands up to max_digits long."""
+    Length-agnostic, but it accepts only the operands its model was trained on, or as many digits as it
+    was measured to add (accepting())."""
 
     limits: Limits
-    max_digits: int = 1000
+    accepted_digits: int | None = None  # None: the training range
 
     @property
     def train_steps(self) -> int:
@@ -33,7 +34,12 @@ class ColumnCodec(Checked):
         return 10 * self.limits.terms
 
     def check(self, expression: str) -> str:
-        return replace(self.limits, low=0, high=10**self.max_digits - 1).check(expression)
+        if self.accepted_digits is None:
+            return self.limits.check(expression)
+        return replace(self.limits, high=10**self.accepted_digits - 1).check(expression)
+
+    def accepting(self, digits: int) -> ColumnCodec:
+        return replace(self, accepted_digits=max(digits, self.limits.operand_width))
 
     def encode_inputs(self, texts) -> np.ndarray:
         columns = operand_digits(*char_matrix(texts), self.limits.terms)

@@ -36,14 +36,13 @@ def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
         params.experiment(name)  # an unknown name fails before any work
     tracking.connect(project_root())  # so does an unreachable tracking server
     backend.use(params.backend)  # and a backend that is not installed
-    moved = False
     for name in names:
         for line in tracking.end_dead_runs(name):  # a training or an evaluate of it killed: say so in MLflow too
             print(line, flush=True)
-        metrics = evaluate_one(name, params)
-        moved |= metrics["registry"].get("decision") == "promoted"
-        yield name, metrics
-    if moved:  # adder-all serves every task's champion: built again, once, over the new ones
+        yield name, evaluate_one(name, params)
+    # adder-all serves every task's champion: rebuilt whenever they differ from its members, even when the
+    # evaluate that moved a champion was killed before rebuilding it (a no-op when current).
+    if tracking.promotion_on():
         publish_all_families(project_root(), params.backend)
 
 
