@@ -107,12 +107,20 @@ def load_predictors(root: Path, model: str | None, steps: bool = False) -> Predi
     folder = Path(model) if Path(model).is_dir() else experiment_folder(root, model)
     if not folder.is_dir():
         hint = (f"; a stage may be retraining it, or one was interrupted: `dvc checkout {folder.relative_to(root)}` "
-                "restores the last one" if (root / "models").is_dir() and folder.parent == root / "models" else "")
+                "restores the last one" if folder.parent == root / "models" and locked(root, folder) else "")
         raise AdderError(f"no model {model!r}: not an experiment with a trained model, a model folder or an "
                          f"MLflow URI{hint}")
     verified(folder)
     codec = accepting(read_codec(folder / "codec.json"), measured_lengths(root, folder.name))
     return Predictors([Predictor(codec, str(folder), keras_loader(folder))])
+
+
+def locked(root: Path, folder: Path) -> bool:
+    """Whether dvc.lock records folder as a stage's output (so DVC's cache holds its last version)."""
+    try:
+        return f"path: {folder.relative_to(root)}\n" in (root / "dvc.lock").read_text()
+    except OSError:
+        return False
 
 
 def keras_loader(folder: Path):

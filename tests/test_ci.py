@@ -127,7 +127,7 @@ def test_without_registration_candidates_are_judged_but_add_no_version(registry,
     # A run registered before keeps its version when it is scored again; nothing is held to promote later.
     with mlflow.start_run(run_id=champion_run):
         again = tracking.register_and_crown("add3", "models:/unused", champion_run, 0.6, "same test set")
-    assert (again["version"], again["decision"]) == ("1", "kept")
+    assert (again["version"], again["decision"]) == ("1", "promoted")  # as decided when it was crowned
     assert tracking.promote_held([unregistered_run]) == []
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.codec import ColumnCodec, Limits
+from pipeline.errors import AdderError
 from pipeline.digits import carry_steps, digit_columns, digits_to_text, long_problems
 
 
@@ -50,8 +51,11 @@ def test_column_codec_round_trip_and_any_length():
     assert codec.encode_inputs(["1" * 50 + "+1"]).shape == (1, 51, 20)  # longer than trained: more steps
 
 
-def test_column_codec_accepts_long_operands_but_not_other_shapes():
+def test_column_codec_accepts_long_operands_once_measured_but_not_other_shapes():
     codec = ColumnCodec(Limits(2, 0, 999))
+    with pytest.raises(AdderError, match="operands must be in 0..999"):
+        codec.check("9" * 1000 + "+1")
+    codec = codec.accepting(1000)
     assert codec.check("9" * 1000 + "+1") == "9" * 1000 + "+1"
     with pytest.raises(Exception, match="terms|operands|malformed"):
         codec.check("1+2+3")

@@ -241,9 +241,13 @@ def test_predict_needs_neither_metrics_nor_every_model_folder(project, tmp_path)
         result = adder("predict", "12+50", cwd=project)
         assert result.returncode == 0 and result.stdout.strip().lstrip("-").isdigit(), shown(result)
         published.rename(tmp_path / EXPERIMENT)
+        one_error_line(adder("predict", "--model", EXPERIMENT, "12+50", cwd=project), f"no model {EXPERIMENT!r}")
+        # Where dvc.lock records the folder, DVC's cache holds its last version: the error says how to get it.
+        (project / "dvc.lock").write_text(f"stages:\n  train@{EXPERIMENT}:\n    outs:\n    - path: models/{EXPERIMENT}\n")
         one_error_line(adder("predict", "--model", EXPERIMENT, "12+50", cwd=project),
                        f"`dvc checkout models/{EXPERIMENT}` restores the last one")
     finally:
+        (project / "dvc.lock").unlink(missing_ok=True)
         (tmp_path / "metrics").rename(metrics)
         if (tmp_path / EXPERIMENT).is_dir():
             (tmp_path / EXPERIMENT).rename(published)
