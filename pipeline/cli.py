@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from pipeline.errors import AdderError
-
-# Keep TensorFlow's C++ start-up chatter and MLflow's schema hints off the terminal.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr holds errors only
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # its model-logging notices are not for users
-warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
 
 app = typer.Typer(help="Teach neural networks arithmetic from character strings.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -26,41 +17,33 @@ app = typer.Typer(help="Teach neural networks arithmetic from character strings.
 @app.command()
 def generate(task: str) -> None:
     """Generate the train / val / test problems of TASK under data/TASK/."""
-    from pipeline.stages.generate import generate as run_stage
+    from pipeline.stages.generate import command
 
-    summary = run_stage(task)
-    sizes = ", ".join(f"{s} {v['size']:,}" for s, v in summary["splits"].items())
-    typer.echo(f"{task}: {sizes} of {summary['distinct_problems']:,} distinct problems; "
-               f"test seen in training: {summary['overlap_test']:.0%}")
+    command(task)
 
 
 @app.command()
 def train(experiment: str) -> None:
     """Train EXPERIMENT into models/EXPERIMENT/, tracked as one MLflow run."""
-    from pipeline.stages.train import train as run_stage
+    from pipeline.stages.train import command
 
-    info = run_stage(experiment)
-    typer.echo(f"{experiment}: trained in {info['train_seconds']:.1f}s, MLflow run {info['run_id']}")
+    command(experiment)
 
 
 @app.command()
 def evaluate(experiments: Annotated[Optional[list[str]], typer.Argument(help="[default: every experiment]")] = None) -> None:
-    """Score EXPERIMENTS on their test splits into metrics/EXPERIMENT.json, TensorFlow loaded once."""
-    from pipeline.stages.evaluate import evaluate as run_stage
+    """Score EXPERIMENTS on their test splits into metrics/EXPERIMENT.json, Keras loaded once."""
+    from pipeline.stages.evaluate import command
 
-    for name, metrics in run_stage(experiments):
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("exact_match", "char_accuracy", "rmse") if k in metrics)
-        typer.echo(f"{name}: {shown}")
-        if registry := metrics["registry"]:
-            typer.echo(f"{registry['model']} version {registry['version']}: {registry['decision']} ({registry['reason']})")
+    command(experiments)
 
 
 @app.command()
 def compare() -> None:
     """Write reports/comparison.md comparing every experiment."""
-    from pipeline.stages.compare import compare as run_stage
+    from pipeline.stages.compare import command
 
-    typer.echo(f"wrote {run_stage()}")
+    command()
 
 
 @app.command()
@@ -152,13 +135,13 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
 ) -> None:
     """Serve MODEL over HTTP through `mlflow models serve`: POST /invocations {"inputs": ["12+50"]}."""
-    from pipeline import tracking
+    from pipeline import registry, tracking
     from pipeline.config import project_root
     from pipeline.serving import serve as serve_model
 
     root = project_root()
     tracking.connect(root)  # an unreachable tracking server fails here, in one line
-    uri = tracking.served_model_uri(root, model)
+    uri = registry.served_model_uri(root, model)
     typer.echo(f"serving {uri} at http://{host}:{port}/invocations")
     sys.stdout.flush()  # the process is replaced next
     serve_model(uri, host, port, tracking.tracking_uri(root))
@@ -184,21 +167,7 @@ def retrain_report(
                f"experiments with changed metrics: {len(c.metrics)}")
 
 
-def interrupted(signum, frame) -> None:
-    raise KeyboardInterrupt  # so that SIGTERM ends a command as Ctrl-C does: its MLflow run marked KILLED
-
-
 def main() -> None:
-    from pipeline import warm
+    from pipeline.command import run_command
 
-    if warm.wanted(sys.argv) and (status := warm.run(sys.argv)) is not None:
-        sys.exit(status)
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        app(prog_name="adder")  # not the module a warm fork runs under (`python -m pipeline...`)
-    except AdderError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    run_command(lambda: app(prog_name="adder"), "pipeline.cli")  # prog_name: not the module a warm fork runs under

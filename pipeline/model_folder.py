@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.codec import Codec, load_codec
 from pipeline.errors import AdderError
 
 FILES = ("model.keras", "codec.json", "history.csv")
@@ -96,8 +97,7 @@ def verified(folder: Path) -> dict:
 def malformed(info: dict) -> str | None:
     """What is wrong with run.json's fields, or None: ids and URIs of the tracking store only, a digest of
     every file that loads, seeds as integers."""
-    for key, pattern in (("run_id", RUN_ID), ("parent_run_id", RUN_ID), ("model_uri", MODEL_URI),
-                         ("serving_uri", MODEL_URI)):
+    for key, pattern in (("run_id", RUN_ID), ("parent_run_id", RUN_ID), ("model_uri", MODEL_URI)):
         if key in info and not (isinstance(info[key], str) and pattern.fullmatch(info[key])):
             return f"{key} {str(info[key])[:80]!r}"
     digests = info.get("sha256")
@@ -110,3 +110,29 @@ def malformed(info: dict) -> str | None:
             ("chosen_seed" in info and info["chosen_seed"] not in seeds):
         return "seeds"
     return None
+
+
+def load_trained(folder: Path) -> tuple:
+    """The Keras model and codec that `adder train` published in folder, once its files are checked
+    against run.json; AdderError naming the file if one is corrupt."""
+    verified(folder)
+    return load_keras(folder / "model.keras"), read_codec(folder / "codec.json")
+
+
+def load_keras(path: Path):
+    import keras
+
+    import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # a truncated or foreign file fails in any of zipfile, h5py, json or Keras itself
+        raise AdderError(f"{path} is not a Keras model that loads ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else 'no detail'})") from None
+
+
+def read_codec(path: Path) -> Codec:
+    try:
+        return load_codec(path)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:  # truncated JSON, or not a codec's
+        raise AdderError(f"{path} is not a codec that loads ({type(e).__name__}); retrain the model") from None

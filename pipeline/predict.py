@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.codec import Codec, NumberCodec, accepting, codec_of, lengths_in, load_codec
+from pipeline.codec import Codec, NumberCodec, accepting, codec_of, lengths_in
 from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers
-from pipeline.model_folder import NAME, experiment_folder, verified
+from pipeline.model_folder import NAME, experiment_folder, load_keras, read_codec, verified
 
 
 class Predictor:
@@ -125,32 +125,6 @@ def locked(root: Path, folder: Path) -> bool:
 
 def keras_loader(folder: Path):
     return lambda: load_keras(folder / "model.keras")
-
-
-def load_trained(folder: Path) -> tuple:
-    """The Keras model and codec that `adder train` published in folder, once its files are checked
-    against run.json; AdderError naming the file if one is corrupt."""
-    verified(folder)
-    return load_keras(folder / "model.keras"), read_codec(folder / "codec.json")
-
-
-def load_keras(path: Path):
-    import keras
-
-    import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # a truncated or foreign file fails in any of zipfile, h5py, json or Keras itself
-        raise AdderError(f"{path} is not a Keras model that loads ({type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else 'no detail'})") from None
-
-
-def read_codec(path: Path) -> Codec:
-    try:
-        return load_codec(path)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:  # truncated JSON, or not a codec's
-        raise AdderError(f"{path} is not a codec that loads ({type(e).__name__}); retrain the model") from None
 
 
 def load_from_mlflow(uri: str) -> Predictor:

@@ -79,7 +79,7 @@ def venv_env() -> dict[str, str]:
 
 
 def stage_env(promote: bool) -> dict[str, str]:
-    """ADDER_PROMOTE tells evaluate whether it may move champions (pipeline.tracking.promotion_on)."""
+    """ADDER_PROMOTE tells evaluate whether it may move champions (pipeline.registry.promotion_on)."""
     return dict(venv_env(), ADDER_PROMOTE="1" if promote else "0")
 
 
@@ -138,7 +138,7 @@ class Comparison:
     base_has_metrics: bool = True  # metrics/ committed at the base: else every old value is missing
     figures: list[str] = field(default_factory=list)  # paths relative to the report's folder
     table: str | None = None  # comparison.md, relative to the report's folder
-    registry: list[dict] = field(default_factory=list)  # champion decisions (pipeline.tracking.crown)
+    registry: list[dict] = field(default_factory=list)  # champion decisions (pipeline.registry.crown)
     promote: bool = False
     run_url: str | None = None  # the CI run whose artifacts hold the figures
 
@@ -285,13 +285,13 @@ def table(root: Path, out: Path) -> str | None:
 
 
 def serving_runs(root: Path) -> dict[str, str]:
-    """{run id: experiment} of today's sequence experiments: the ones evaluate registers."""
+    """{run id: experiment} of today's trained experiments, of which evaluate registers the sequence models."""
     from pipeline.config import PARAMS_FILE, load_params
 
     runs = {}
     for name in load_params(root / PARAMS_FILE).experiments:
         path = root / "models" / name / "run.json"
-        if path.is_file() and "serving_uri" in (info := json.loads(path.read_text())):
+        if path.is_file() and "run_id" in (info := json.loads(path.read_text())):
             runs[info["run_id"]] = name
     return runs
 
@@ -303,17 +303,17 @@ def champions(root: Path, promote: bool) -> list[dict]:
         return []  # no MLflow import (seconds) when nothing was registered
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import registry, tracking
 
     tracking.connect(root)
-    if promote and any(d["decision"] == "promoted" for d in tracking.promote_held(list(run_ids))):
+    if promote and any(d["decision"] == "promoted" for d in registry.promote_held(list(run_ids))):
         from pipeline.config import PARAMS_FILE, load_params
         from pipeline.serving import publish_all_families
 
         publish_all_families(root, load_params(root / PARAMS_FILE).backend)  # adder-all: the new champions
     client = mlflow.MlflowClient()
     return [{"experiment": name, **d} for run_id, name in run_ids.items()
-            if (d := tracking.registry_decision(client, run_id))]
+            if (d := registry.registry_decision(client, run_id))]
 
 
 def github_run_url() -> str | None:

@@ -36,7 +36,7 @@ def per_seed(folder: Path, run: dict, seed: int, test, predicted: np.ndarray, fi
     """Each seed's test figures and the problems it got right: the chosen (or only) seed's from its
     predictions, every other seed's model loaded from its own folder."""
     from pipeline.evaluate import predict_answers, score
-    from pipeline.predict import load_trained
+    from pipeline.model_folder import load_trained
 
     rows = []
     for each in run.get("seeds", [seed]):

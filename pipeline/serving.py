@@ -19,7 +19,8 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
 from mlflow.types import ColSpec, Schema
 
-from pipeline.codec import Codec, accepting, lengths_in, load_codec, save_codec
+from pipeline import registry, tracking
+from pipeline.codec import Codec, load_codec
 from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS
 
@@ -413,7 +414,6 @@ def log_serving_model(members: list[tuple[str, Path, float | None]], example: st
     test exact match), best first, with the pipeline package itself, so it loads in a fresh process;
     returns the model URI."""
     from pipeline.backend import REQUIREMENTS as BACKEND_REQUIREMENTS
-    from pipeline.tracking import pinned
 
     prefixes = [f"{i}." if len(members) > 1 else "" for i in range(len(members))]
     artifacts = {f"{prefix}{kind}": str(folder / file) for prefix, (_, folder, _) in zip(prefixes, members)
@@ -426,7 +426,7 @@ def log_serving_model(members: list[tuple[str, Path, float | None]], example: st
         code_paths=[str(Path(__file__).parent)],  # the pipeline package
         signature=SIGNATURE,
         input_example=[example],
-        pip_requirements=pinned(*REQUIREMENTS, *BACKEND_REQUIREMENTS[backend]),
+        pip_requirements=tracking.pinned(*REQUIREMENTS, *BACKEND_REQUIREMENTS[backend]),
     )
     return info.model_uri
 
@@ -441,54 +441,47 @@ def publish_all_families(root: Path, backend: str) -> str | None:
     """Registers a version of adder-all serving every task's champion (the best-scoring first) and points its
     alias `champion` at it, unless it already serves exactly those; returns its version, None without
     champions. Reads the champions back afterwards and builds again if one moved meanwhile."""
-    from pipeline import tracking
-
     client = mlflow.MlflowClient()
     for _ in range(BUILD_TRIES):
-        members = tracking.champions(client)
+        members = registry.champions(client)
         if not members:
             return None
         wanted = ",".join(f"{m['name']}/{m['version']}" for m in members)
         try:
-            current = client.get_model_version_by_alias(tracking.ALL_FAMILIES, tracking.CHAMPION)
+            current = client.get_model_version_by_alias(registry.ALL_FAMILIES, registry.CHAMPION)
             if current.tags.get(MEMBERS_TAG) == wanted:
                 return str(current.version)
         except MlflowException:
             pass  # none yet
         build_all_families(root, client, members, wanted, backend)
-    return str(client.get_model_version_by_alias(tracking.ALL_FAMILIES, tracking.CHAMPION).version)
+    return str(client.get_model_version_by_alias(registry.ALL_FAMILIES, registry.CHAMPION).version)
 
 
 def build_all_families(root: Path, client, members: list[dict], wanted: str, backend: str) -> None:
     import tempfile
 
-    from pipeline import tracking
-
     tracking.open_experiment(tracking.SERVED, None if tracking.tracking_uri(root).startswith("http")
                                           else (root / "mlartifacts").as_uri())
     experiment_id = mlflow.get_experiment_by_name(tracking.SERVED).experiment_id
     with tempfile.TemporaryDirectory(prefix="adder-all-") as tmp, \
-            mlflow.start_run(experiment_id=experiment_id, run_name=tracking.ALL_FAMILIES,
+            mlflow.start_run(experiment_id=experiment_id, run_name=registry.ALL_FAMILIES,
                              tags={tracking.NOTE: f"Serves {wanted.replace(',', ', ')}."}) as run:
         folders = [Path(mlflow.artifacts.download_artifacts(f"models:/{m['name']}/{m['version']}",
                                                             dst_path=f"{tmp}/{i}")) / "artifacts"
                    for i, m in enumerate(members)]
-        for m, folder in zip(members, folders):  # each accepting the operands its evaluation measured it on
-            measured = client.get_run(client.get_model_version(m["name"], m["version"]).run_id).data.metrics
-            save_codec(accepting(load_codec(folder / "codec.json"), lengths_in(measured, "test_")), folder / "codec.json")
         example = load_codec(folders[0] / "codec.json").limits.example
         uri = log_serving_model([(f"models:/{m['name']}/{m['version']}", folder, m["exact_match"])
                                  for m, folder in zip(members, folders)], example, backend, name="serving-all")
-    if not client.search_registered_models(filter_string=f"name = '{tracking.ALL_FAMILIES}'"):
+    if not client.search_registered_models(filter_string=f"name = '{registry.ALL_FAMILIES}'"):
         try:
-            client.create_registered_model(tracking.ALL_FAMILIES, description=ALL_NOTE)
+            client.create_registered_model(registry.ALL_FAMILIES, description=ALL_NOTE)
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else a concurrent evaluate made it
                 raise
-    version = client.create_model_version(tracking.ALL_FAMILIES, source=uri, run_id=run.info.run_id,
+    version = client.create_model_version(registry.ALL_FAMILIES, source=uri, run_id=run.info.run_id,
                                           model_id=uri.removeprefix("models:/"), tags={MEMBERS_TAG: wanted})
-    client.update_model_version(tracking.ALL_FAMILIES, version.version, description=f"Serves {wanted.replace(',', ', ')}.")
-    client.set_registered_model_alias(tracking.ALL_FAMILIES, tracking.CHAMPION, version.version)
+    client.update_model_version(registry.ALL_FAMILIES, version.version, description=f"Serves {wanted.replace(',', ', ')}.")
+    client.set_registered_model_alias(registry.ALL_FAMILIES, registry.CHAMPION, version.version)
 
 
 ALL_NOTE = ("Every task's champion behind one endpoint: each expression goes to the champion whose grammar "

@@ -15,6 +15,7 @@ import atexit
 import errno
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -37,8 +38,15 @@ PACKAGE = Path(__file__).resolve().parent
 in_child = False  # set in a forked child: its own `adder` runs in-process
 
 
-def wanted(argv: list[str]) -> bool:
-    return os.environ.get("ADDER_WARM") == "1" and not in_child and len(argv) > 1 and argv[1] in COMMANDS
+# What a fork may run: the CLI, or a DVC stage's own entry (`python -m pipeline.stages.train NAME`).
+ENTRIES = ("pipeline.cli", "pipeline.stages.generate", "pipeline.stages.train", "pipeline.stages.evaluate",
+           "pipeline.stages.compare")
+
+
+def wanted(argv: list[str], entry: str) -> bool:
+    if os.environ.get("ADDER_WARM") != "1" or in_child or entry not in ENTRIES:
+        return False
+    return entry != "pipeline.cli" or (len(argv) > 1 and argv[1] in COMMANDS)
 
 
 def project_backend() -> str | None:
@@ -116,7 +124,7 @@ def private_file(path: Path, flags: int) -> int:
 
 # The caller
 
-def run(argv: list[str]) -> int | None:
+def run(argv: list[str], entry: str) -> int | None:
     """Runs the command in a child of the warm server; its exit status, or None when no server could be
     reached or started (the caller then runs the command itself)."""
     backend = project_backend()
@@ -130,7 +138,7 @@ def run(argv: list[str]) -> int | None:
         return None
     if conn is None:
         return None
-    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
+    request = {"argv": argv, "entry": entry, "cwd": os.getcwd(), "env": dict(os.environ)}
     socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
     replies = conn.makefile("rb")
     child = replies.readline()
@@ -198,12 +206,8 @@ def serve(path: Path, backend_name: str) -> None:
     # Logging a model checks its requirements against a map of every installed package (seconds to build).
     getattr(requirements_utils, "_init_packages_to_modules_map", lambda: None)()
 
-    import pipeline.cli  # noqa: F401
-    import pipeline.predict  # noqa: F401
-    import pipeline.stages.compare  # noqa: F401
-    import pipeline.stages.evaluate  # noqa: F401
-    import pipeline.stages.generate  # noqa: F401
-    import pipeline.stages.train  # noqa: F401
+    for entry in (*ENTRIES, "pipeline.predict"):  # by name: the commands import this module, not back
+        importlib.import_module(entry)
 
     # Defaults the imports set (os.environ.setdefault), which a fresh process would add to its caller's.
     defaults = {k: v for k, v in os.environ.items() if started_with.get(k) != v}
@@ -264,9 +268,9 @@ def run_child(conn: socket.socket, request: dict, fds: list[int], defaults: dict
     sys.argv = request["argv"]
     code = 0
     try:
-        from pipeline.cli import main
-
-        main()
+        if request.get("entry") not in ENTRIES:
+            raise SystemExit(f"error: adder's warm process runs no entry {str(request.get('entry'))[:80]!r}")
+        importlib.import_module(request["entry"]).main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:

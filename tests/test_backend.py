@@ -91,7 +91,7 @@ MOVE = textwrap.dedent("""
     from pipeline.config import Experiment, Task
     from pipeline.evaluate import predict_answers
     from pipeline.model_folder import publish, staging_folder
-    from pipeline.predict import load_trained
+    from pipeline.model_folder import load_trained
     from pipeline.problems import split_problems
     from pipeline.train import train
     folder, action = Path(sys.argv[1]), sys.argv[2]

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from pipeline import tracking
+from pipeline.registry import REGISTER, promote_held, register_and_crown, registration_on, registry_decision
 from test_e2e import BIN, GIT, TINY, cli_env, make_repo, run, shown, tracking_uri, write_params
 from test_retrain import candidate, champion
 
@@ -100,7 +100,7 @@ def test_retrain_caches_the_mlflow_store_with_the_dvc_cache():
 
 def test_retrain_registers_nothing_on_pull_requests():
     env = workflow("retrain.yml")["jobs"]["retrain"]["env"]
-    assert env[tracking.REGISTER] == "${{ github.event_name == 'pull_request' && '0' || '1' }}"
+    assert env[REGISTER] == "${{ github.event_name == 'pull_request' && '0' || '1' }}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,36 +108,36 @@ def test_retrain_registers_nothing_on_pull_requests():
 
 
 def test_without_registration_candidates_are_judged_but_add_no_version(registry, monkeypatch):
-    monkeypatch.setenv(tracking.REGISTER, "0")
+    monkeypatch.setenv(REGISTER, "0")
     unregistered_run, first = candidate(0.5)
     assert (first["decision"], first["version"]) == ("not registered", "–")
     assert first["reason"] == "no champion yet; registration is off (ADDER_REGISTER=0)"
     assert registry.search_model_versions("name = 'adder-add3'") == []
-    assert tracking.registry_decision(registry, unregistered_run)["decision"] == "not registered"
+    assert registry_decision(registry, unregistered_run)["decision"] == "not registered"
 
-    monkeypatch.delenv(tracking.REGISTER)
+    monkeypatch.delenv(REGISTER)
     champion_run, crowned = candidate(0.6)
     assert (crowned["decision"], crowned["version"]) == ("promoted", "1")
 
-    monkeypatch.setenv(tracking.REGISTER, "0")
+    monkeypatch.setenv(REGISTER, "0")
     better, worse = candidate(0.9)[1], candidate(0.1)[1]
     assert better["reason"] == "higher test exact match; registration is off (ADDER_REGISTER=0)"
     assert worse["reason"] == "not higher than the champion's test exact match; registration is off (ADDER_REGISTER=0)"
     assert len(registry.search_model_versions("name = 'adder-add3'")) == 1 and champion(registry) == "1"
     # A run registered before keeps its version when it is scored again; nothing is held to promote later.
     with mlflow.start_run(run_id=champion_run):
-        again = tracking.register_and_crown("add3", "models:/unused", champion_run, 0.6, "same test set")
+        again = register_and_crown("add3", "models:/unused", champion_run, 0.6, "same test set")
     assert (again["version"], again["decision"]) == ("1", "promoted")  # as decided when it was crowned
-    assert tracking.promote_held([unregistered_run]) == []
+    assert promote_held([unregistered_run]) == []
 
 
 @pytest.mark.parametrize(("value", "on"), [(None, True), ("1", True), ("0", False), ("off", False), ("False", False)])
 def test_registration_switch(monkeypatch, value, on):
     if value is None:
-        monkeypatch.delenv(tracking.REGISTER, raising=False)
+        monkeypatch.delenv(REGISTER, raising=False)
     else:
-        monkeypatch.setenv(tracking.REGISTER, value)
-    assert tracking.registration_on() is on
+        monkeypatch.setenv(REGISTER, value)
+    assert registration_on() is on
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,4 +195,4 @@ def test_a_fresh_runner_with_the_cache_retrains_only_the_changed_experiment(tmp_
         versions = client.search_model_versions("name = 'adder-seed'")
         assert len(versions) == 1  # the first run's; the pull request's candidate was not registered
         run_id = yaml.safe_load((workspace / "models" / CHANGED / "run.json").read_text())["run_id"]
-        assert tracking.registry_decision(client, run_id)["decision"] == "not registered"
+        assert registry_decision(client, run_id)["decision"] == "not registered"

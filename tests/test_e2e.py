@@ -226,7 +226,9 @@ def check_training_run(client, run, name: str, repo: Path) -> None:
     # The models are LoggedModels of this run, holding its test metrics against the test split.
     run_info = read_json(repo / "models" / name / "run.json")
     test_set = (f"{exp['task']}-test", summary["splits"]["test"]["sha256"][:36])
-    for model_uri in filter(None, (run_info["model_uri"], run_info.get("serving_uri"))):
+    serving = client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}' AND name = 'serving'")
+    assert len(serving) == (exp["model"] not in ("naive_lstm", "naive_mlp"))  # logged by evaluate, for sequence models
+    for model_uri in (run_info["model_uri"], *(f"models:/{m.model_id}" for m in serving)):
         assert model_uri.startswith("models:/")
         model = client.get_logged_model(model_uri.removeprefix("models:/"))
         assert model.source_run_id == run.info.run_id

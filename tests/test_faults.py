@@ -255,7 +255,7 @@ def test_predict_needs_neither_metrics_nor_every_model_folder(project, tmp_path)
 
 def test_load_failures_name_the_file(tmp_path):
     """Unit check of the loaders on files that exist but do not load (no training needed)."""
-    from pipeline.predict import load_keras, read_codec
+    from pipeline.model_folder import load_keras, read_codec
 
     (tmp_path / "model.keras").write_bytes(b"")
     (tmp_path / "codec.json").write_text('{"kind": "nosuch"}')

@@ -1,13 +1,13 @@
-"""dvc.yaml's code deps are exactly the modules each stage runs, derived from the code itself.
+"""dvc.yaml's code deps are exactly the modules each stage runs, derived from the code itself; and an
+edit stales only what it touches.
 
-A stage's command is `adder <verb> ...`: it runs pipeline/cli.py, the imports inside that verb's
-function, and, transitively, every pipeline module those import (module-level or inside functions,
-since any of them may run). A module missing from a stage's deps would let `dvc status` call stale
-outputs current; one too many would retrain for nothing.
+A stage's command is `python -m pipeline.stages.<stage> ...`: it runs that module and, transitively, every
+pipeline module it imports (module-level or inside functions, since any of them may run). A module missing
+from a stage's deps would let `dvc status` call stale outputs current; one too many would retrain for nothing.
 
-`main()`'s hand-off to a warm process (pipeline/warm.py, with ADDER_WARM=1) is not a stage's code: the
-same command then runs in a fork of a process that has only imported the libraries, and computes the same
-outputs (tests/test_warm.py), as the Python interpreter and the installed libraries do not count either.
+The hand-off to a warm process (pipeline/warm.py, with ADDER_WARM=1) is not a stage's code: the same entry
+then runs in a fork of a process that has only imported the libraries, and computes the same outputs
+(tests/test_warm.py), as the Python interpreter and the installed libraries do not count either.
 """
 
 from __future__ import annotations
@@ -50,51 +50,74 @@ def imported(nodes) -> set[str]:
     return {parent for name in names if module_file(name) for parent in with_parents(name)}
 
 
-def closure(start: set[str]) -> set[Path]:
-    """Every pipeline module reachable from start through imports anywhere in each module."""
+def closure(start: set[str], skip: set[Path] = frozenset()) -> set[Path]:
+    """Every pipeline module reachable from start through imports anywhere in each module, but those in skip."""
     seen, todo = set(), list(start)
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or module_file(name).relative_to(PROJECT) in skip:
             continue
         seen.add(name)
         todo.extend(imported(ast.walk(ast.parse(module_file(name).read_text()))))
     return {module_file(name).relative_to(PROJECT) for name in seen}
 
 
-def command_modules(verb: str) -> set[Path]:
-    """The modules `adder <verb>` runs: cli.py's own imports plus those inside the verb's function."""
-    tree = ast.parse((PROJECT / PACKAGE / "cli.py").read_text())
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    assert verb in functions, f"pipeline/cli.py has no command function {verb!r}"
-    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    # cli.py itself runs, but only the verb's function: its other commands' imports do not.
-    return {Path(PACKAGE, "cli.py")} | closure(imported(top_level) | imported(ast.walk(functions[verb])))
+HAND_OFF = Path(PACKAGE, "warm.py")
+
+
+def stage_modules(module: str) -> set[Path]:
+    """The modules `python -m <module>` runs, the warm hand-off aside."""
+    return closure({*with_parents(module)}, skip={HAND_OFF})
 
 
 def stage_code_deps() -> dict[str, tuple[str, set[Path]]]:
-    """{stage: (verb, the pipeline/*.py files dvc.yaml declares as its deps)}."""
+    """{stage: (the module its command runs, the pipeline/*.py files dvc.yaml declares as its deps)}."""
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     found = {}
     for name, stage in stages.items():
         body = stage.get("do", stage)
         words = body["cmd"].split()
-        assert words[0] == "adder", f"stage {name} does not run an adder command: {body['cmd']}"
-        found[name] = (words[1].replace("-", "_"),
-                       {Path(d) for d in body.get("deps", []) if str(d).startswith(f"{PACKAGE}/")})
+        assert words[:2] == ["python", "-m"] and words[2].startswith(f"{PACKAGE}.stages."), (
+            f"stage {name} does not run a stage module (python -m {PACKAGE}.stages.<stage>): {body['cmd']}")
+        found[name] = (words[2], {Path(d) for d in body.get("deps", []) if str(d).startswith(f"{PACKAGE}/")})
     return found
 
 
 @pytest.mark.parametrize("stage", sorted(stage_code_deps()))
 def test_stage_deps_are_the_code_it_runs(stage):
-    verb, declared = stage_code_deps()[stage]
-    runs = command_modules(verb)
+    module, declared = stage_code_deps()[stage]
+    runs = stage_modules(module)
     missing, extra = sorted(map(str, runs - declared)), sorted(map(str, declared - runs))
     assert not missing and not extra, (
-        f"dvc.yaml stage {stage!r} (adder {verb}): add deps {missing}, remove deps {extra}")
+        f"dvc.yaml stage {stage!r} ({module}): add deps {missing}, remove deps {extra}")
 
 
 def test_the_derivation_follows_function_level_imports():
     """The evaluate stage loads models through a function-level import of pipeline.models."""
-    assert Path("pipeline/models.py") in command_modules("evaluate")
-    assert Path("pipeline/report.py") not in command_modules("generate")
+    assert Path("pipeline/models.py") in stage_modules("pipeline.stages.evaluate")
+    assert Path("pipeline/report.py") not in stage_modules("pipeline.stages.generate")
+
+
+def stale_after_editing(file: str) -> list[str]:
+    """The stages of dvc.yaml whose deps hold file: what `dvc status` calls stale after an edit of it."""
+    return sorted(stage for stage, (_, deps) in stage_code_deps().items() if Path(file) in deps)
+
+
+# What an edit of each module may make stale. Code for people (the CLI, serving, the registry, retraining
+# reports, the warm process) stales no stage that generates or trains: a typo fixed costs no retraining.
+BLAST_RADIUS = {
+    "pipeline/cli.py": [],
+    "pipeline/predict.py": [],
+    "pipeline/retrain.py": [],
+    "pipeline/warm.py": [],
+    "pipeline/serving.py": ["evaluate"],
+    "pipeline/registry.py": ["evaluate"],
+    "pipeline/report.py": ["compare"],
+    "pipeline/train.py": ["train"],
+    "pipeline/problems.py": ["evaluate", "generate", "train"],
+}
+
+
+@pytest.mark.parametrize("file", sorted(BLAST_RADIUS))
+def test_an_edit_stales_only_the_stages_that_run_it(file):
+    assert stale_after_editing(file) == BLAST_RADIUS[file]

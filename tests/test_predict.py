@@ -136,8 +136,8 @@ def test_run_json_fields_are_checked_before_use(tmp_path):
     folder = tmp_path / "models" / "add2"
     good = json.loads((folder / "run.json").read_text())
     assert verified(folder) == good
-    for change, says in (({"serving_uri": "/tmp/evil/model"}, "serving_uri '/tmp/evil/model'"),
-                         ({"serving_uri": "runs:/" + "a" * 32 + "/../x"}, "serving_uri"),
+    for change, says in (({"model_uri": "/tmp/evil/model"}, "model_uri '/tmp/evil/model'"),
+                         ({"model_uri": "runs:/" + "a" * 32 + "/../x"}, "model_uri"),
                          ({"run_id": "../x"}, "run_id"),
                          ({"sha256": {}}, "no sha256 of model.keras and codec.json"),
                          ({"sha256": {**good["sha256"], "../../x": "0" * 64}}, "sha256 names a file"),

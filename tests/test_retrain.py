@@ -10,7 +10,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import retrain, tracking
+from pipeline.registry import promote_held, register_and_crown, registry_decision
+from pipeline import retrain
 from pipeline.errors import AdderError
 from pipeline.retrain import Comparison, render
 from test_e2e import GIT, TINY, cli_env, make_repo, one_error_line, read_json, run, shown, write_params
@@ -165,7 +166,7 @@ def candidate(exact_match: float) -> tuple[str, dict]:
         mlflow.log_metric("test_exact_match", exact_match)
         mlflow.set_tag("test_sha256", "same test set")
         model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
-        return run.info.run_id, tracking.register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id,
+        return run.info.run_id, register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id,
                                                             exact_match, "same test set")
 
 
@@ -181,14 +182,14 @@ def test_without_promotion_a_winner_is_held_until_promoted(registry, monkeypatch
     assert (held["decision"], kept["decision"]) == ("held", "kept")
     assert held["reason"] == "higher test exact match; promotion is off (ADDER_PROMOTE=0)"
     assert champion(registry) == "1"
-    assert tracking.registry_decision(registry, held_run)["decision"] == "held"
+    assert registry_decision(registry, held_run)["decision"] == "held"
 
-    promoted = tracking.promote_held([held_run, kept_run])
+    promoted = promote_held([held_run, kept_run])
     assert [(d["version"], d["decision"]) for d in promoted] == [("2", "promoted")]
     assert champion(registry) == "2"
-    assert tracking.registry_decision(registry, held_run)["decision"] == "promoted"
-    assert tracking.registry_decision(registry, kept_run)["decision"] == "kept"
-    assert tracking.promote_held([held_run, kept_run]) == []
+    assert registry_decision(registry, held_run)["decision"] == "promoted"
+    assert registry_decision(registry, kept_run)["decision"] == "kept"
+    assert promote_held([held_run, kept_run]) == []
 
 
 # --------------------------------------------------------------------------------------------------

@@ -394,6 +394,7 @@ CONTENDER = """
 import json, random, sys, time
 from pathlib import Path
 import mlflow
+from pipeline.registry import register_and_crown
 from pipeline import tracking
 
 uri, barrier, me, contenders = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -415,7 +416,7 @@ for round_, score in enumerate(json.loads(sys.argv[5])):
         (barrier / f"{round_}-{me}").touch()
         while len(list(barrier.glob(f"{round_}-*"))) < contenders:  # all of them decide at once
             time.sleep(0.01)
-        decisions.append(tracking.register_and_crown(f"race{round_}", f"models:/{model.model_id}", run.info.run_id,
+        decisions.append(register_and_crown(f"race{round_}", f"models:/{model.model_id}", run.info.run_id,
                                                      score, "the test set"))
 print(json.dumps(decisions))
 """

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 
-from pipeline import tracking
+from pipeline.registry import beats, best_champion, register_and_crown, served_model_uri
 from pipeline.codec import CharCodec, Limits
 from pipeline.config import Task
 from pipeline.errors import AdderError
@@ -255,10 +255,10 @@ def test_a_body_far_over_the_limit_gets_a_413_the_client_reads_not_a_reset(stand
 
 
 def test_only_a_strictly_higher_score_beats_the_champion():
-    assert tracking.beats(0.5, None)
-    assert tracking.beats(0.81, 0.8)
-    assert not tracking.beats(0.8, 0.8)
-    assert not tracking.beats(0.7, 0.8)
+    assert beats(0.5, None)
+    assert beats(0.81, 0.8)
+    assert not beats(0.8, 0.8)
+    assert not beats(0.7, 0.8)
 
 
 def candidate(task: str, exact_match: float, test_sha256: str = "same test set") -> dict:
@@ -267,7 +267,7 @@ def candidate(task: str, exact_match: float, test_sha256: str = "same test set")
         mlflow.log_metric("test_exact_match", exact_match)
         mlflow.set_tag("test_sha256", test_sha256)
         model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
-        return tracking.register_and_crown(task, f"models:/{model.model_id}", run.info.run_id, exact_match, test_sha256)
+        return register_and_crown(task, f"models:/{model.model_id}", run.info.run_id, exact_match, test_sha256)
 
 
 def test_champion_moves_only_to_a_higher_score_on_the_same_test_set(registry):
@@ -288,7 +288,7 @@ def test_scoring_the_same_run_again_reuses_its_version(registry):
     first = candidate("add3", 0.5)
     run_id = registry.get_model_version("adder-add3", first["version"]).run_id
     with mlflow.start_run(run_id=run_id):
-        again = tracking.register_and_crown("add3", "models:/unused", run_id, 0.5, "same test set")
+        again = register_and_crown("add3", "models:/unused", run_id, 0.5, "same test set")
     # The champion scored again keeps its decision as it was made (not rewritten to "kept").
     assert (again["version"], again["decision"], again["reason"]) == ("1", "promoted", "no champion yet")
     assert [str(v.version) for v in registry.search_model_versions("name = 'adder-add3'")] == ["1"]
@@ -296,16 +296,16 @@ def test_scoring_the_same_run_again_reuses_its_version(registry):
 
 def test_default_served_model_is_the_champion_of_the_best_task(registry):
     with pytest.raises(AdderError, match="no champion in the model registry yet"):
-        tracking.best_champion()
+        best_champion()
     candidate("add3", 0.9)
     candidate("terms", 0.95)
     candidate("ops", 0.5)
-    assert tracking.best_champion() == "models:/adder-terms@champion"
+    assert best_champion() == "models:/adder-terms@champion"
 
 
 def test_serving_a_task_without_a_champion_is_a_one_line_error(registry, tmp_path):
     with pytest.raises(AdderError, match=r"^no model at models:/adder-nosuch@champion: [^\n]*$"):
-        tracking.served_model_uri(tmp_path, "nosuch")
+        served_model_uri(tmp_path, "nosuch")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,7 +405,7 @@ def server(project):
 def members(project: Path) -> list[tuple[str, object, object]]:
     """adder-all's members as `adder serve` orders them (higher test exact match first, then by name), each
     (name, model, codec) loaded here from models/<experiment>/ without MLflow."""
-    from pipeline.predict import load_trained
+    from pipeline.model_folder import load_trained
 
     ranked = sorted((-json.loads((project / "metrics" / f"{exp}.json").read_text())["exact_match"], f"adder-{task}", exp)
                     for task, exp in ((TASK, EXPERIMENT), (OPS_TASK, OPS)))

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.registry import register_and_crown
 from pipeline import tracking
 from pipeline.config import parse_params
 from pipeline.errors import AdderError
@@ -158,7 +159,7 @@ def test_registered_versions_say_which_experiment_they_come_from(registry):
     with mlflow.start_run(run_name="add3-seq2seq-onehot") as run:
         mlflow.log_metric("test_exact_match", 0.4567)
         model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
-        decision = tracking.register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id, 0.4567, "tests",
+        decision = register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id, 0.4567, "tests",
                                                labels)
     version = registry.get_model_version("adder-add3", decision["version"])
     assert version.tags == {**labels, "test_exact_match": "0.4567"}
@@ -174,7 +175,7 @@ def test_registered_versions_of_a_sweep_name_their_dvc_experiment(registry):
     sweep = {"dvc_experiment": "regal-aune", "dvc_changes": "units=[64]"}
     with mlflow.start_run(run_name="add3-digitwise units=[64] (regal-aune)", tags=sweep) as run:
         model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
-        decision = tracking.register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id, 0.9, "tests",
+        decision = register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id, 0.9, "tests",
                                                labels)
     version = registry.get_model_version("adder-add3", decision["version"])
     assert version.tags == {**labels, **sweep, "test_exact_match": "0.9"}

@@ -126,7 +126,7 @@ def warning(capsys) -> str:
 
 
 def test_the_folder_and_its_files_are_the_user_s_alone(caller, capsys):
-    assert warm.run(ARGV) is None and len(caller.started) == 1  # the server (here) died at once
+    assert warm.run(ARGV, "pipeline.cli") is None and len(caller.started) == 1  # the server (here) died at once
     assert capsys.readouterr().err == ""
     assert caller.folder.stat().st_mode & 0o777 == 0o700
     files = sorted(caller.folder.iterdir())
@@ -136,7 +136,7 @@ def test_the_folder_and_its_files_are_the_user_s_alone(caller, capsys):
 def test_a_folder_other_users_can_write_is_refused(caller, capsys):
     caller.folder.mkdir()
     caller.folder.chmod(0o777)
-    assert warm.run(ARGV) is None  # the caller runs the command in-process
+    assert warm.run(ARGV, "pipeline.cli") is None  # the caller runs the command in-process
     assert not list(caller.folder.iterdir()) and not caller.started
     assert warning(capsys) == f"{REFUSED}{caller.folder} is open to other users (mode 777); remove it"
 
@@ -145,7 +145,7 @@ def test_a_folder_that_is_a_symbolic_link_is_refused(caller, capsys):
     elsewhere = caller.tmp / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     caller.folder.symlink_to(elsewhere)
-    assert warm.run(ARGV) is None
+    assert warm.run(ARGV, "pipeline.cli") is None
     assert not list(elsewhere.iterdir()) and not caller.started
     assert warning(capsys) == f"{REFUSED}{caller.folder} is a symbolic link; remove it"
 
@@ -154,7 +154,7 @@ def test_a_folder_that_is_a_symbolic_link_is_refused(caller, capsys):
 def test_a_folder_another_user_owns_is_refused(caller, capsys):
     caller.folder.mkdir(mode=0o700)
     os.chown(caller.folder, NOBODY, NOBODY)
-    assert warm.run(ARGV) is None
+    assert warm.run(ARGV, "pipeline.cli") is None
     assert not list(caller.folder.iterdir()) and not caller.started
     assert warning(capsys) == f"{REFUSED}{caller.folder} is owned by another user (uid {NOBODY}); remove it"
 
@@ -166,7 +166,7 @@ def test_a_symbolic_link_in_the_folder_is_not_followed(caller, capsys, suffix):
     precious.write_text("the user's data\n")
     planted = warm.address("jax").with_suffix(suffix)
     planted.symlink_to(precious)
-    assert warm.run(ARGV) is None
+    assert warm.run(ARGV, "pipeline.cli") is None
     assert precious.read_text() == "the user's data\n"
     assert warning(capsys) == f"{REFUSED}{planted} is a symbolic link; remove it" and not caller.started
 
@@ -181,7 +181,7 @@ def test_a_server_another_user_runs_is_sent_nothing(caller, capsys):
     shared.chmod(0o777)
     received = listen_as_nobody(shared / "s")
     (shared / "s").rename(path)  # moved into the folder, as only root could
-    status = warm.run(ARGV)
+    status = warm.run(ARGV, "pipeline.cli")
     assert received() == b""  # not the caller's environment
     assert status is None
     assert warning(capsys) == f"{REFUSED}the server at {path} runs as another user (uid {NOBODY}); remove it"

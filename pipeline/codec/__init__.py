@@ -36,12 +36,14 @@ def accepting(codec: Codec, lengths: dict[int, float]) -> Codec:
     return codec if longest is None else codec.accepting(longest)
 
 
-def lengths_in(figures: dict, prefix: str = "") -> dict[int, float]:
-    """{digits: exact match} from an evaluation's figures, e.g. {"exact_match_100_digits": 1.0} (or with
-    prefix "test_" as MLflow holds them); anything else in figures is ignored."""
-    pattern = re.compile(re.escape(prefix) + r"exact_match_([0-9]{1,5})_digits")
+LENGTH_FIGURE = re.compile(r"exact_match_([0-9]{1,5})_digits")
+
+
+def lengths_in(figures: dict) -> dict[int, float]:
+    """{digits: exact match} from an evaluation's figures, e.g. {"exact_match_100_digits": 1.0}; anything
+    else in figures is ignored."""
     return {int(m.group(1)): float(value) for key, value in figures.items()
-            if (m := pattern.fullmatch(key)) and isinstance(value, (int, float))}
+            if (m := LENGTH_FIGURE.fullmatch(key)) and isinstance(value, (int, float))}
 
 
 def save_codec(codec: Codec, path: Path) -> None:

@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 
 from pipeline import tracking
+from pipeline.command import arguments, run_command
 from pipeline.config import load_params, project_root
 from pipeline.errors import AdderError
 from pipeline.report import comparison_table, plot_tables, write_figures
@@ -45,3 +46,17 @@ def write_plot_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
         path = folder / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
+
+
+def command() -> None:
+    """`adder compare`: the stage, and where it wrote."""
+    print(f"wrote {compare()}")
+
+
+def main() -> None:
+    """`python -m pipeline.stages.compare`, what dvc.yaml runs."""
+    run_command(lambda: command(*arguments("python -m pipeline.stages.compare", 0, 0)), __spec__.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from pipeline import backend, model_folder, problems, tracking
+from pipeline import backend, model_folder, problems, registry, tracking
+from pipeline.command import arguments, run_command
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.config import Params, load_params, project_root
-from pipeline.predict import load_trained
-from pipeline.serving import publish_all_families
+from pipeline.model_folder import load_trained
+from pipeline.codec import NumberCodec, accepting, lengths_in, save_codec
+from pipeline.serving import log_serving_model, publish_all_families
 from pipeline.seeds import log_seed_runs, over_seeds, per_seed
 from pipeline.stages.files import write_json
 
@@ -42,7 +47,7 @@ def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
         yield name, evaluate_one(name, params)
     # adder-all serves every task's champion: rebuilt whenever they differ from its members, even when the
     # evaluate that moved a champion was killed before rebuilding it (a no-op when current).
-    if tracking.promotion_on():
+    if registry.promotion_on():
         publish_all_families(project_root(), params.backend)
 
 
@@ -75,7 +80,7 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     history = pd.read_csv(folder / "history.csv")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     # MLflow first: if the run is gone or the server fails, no file says this experiment was scored.
-    registry = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split)
+    decision = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split, codec)
     seeds = per_seed(folder, run, params.seeds_of(exp_name)[0], test, predicted, metrics)
     if len(seeds) > 1:  # the chosen seed's figures above, registered; from here on the figures over seeds
         metrics.update(over_seeds(seeds))
@@ -83,30 +88,63 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
     write_json({**metrics, "per_seed": seeds, "breakdown": split, "history": history.to_dict("records")},
                root / "evaluation" / f"{exp_name}.json")
-    return {**metrics, "breakdown": split, "registry": registry}
+    return {**metrics, "breakdown": split, "registry": decision}
+
+
+def serving_model(exp_name: str, codec, lengths: dict[int, float], example: str, backend_name: str) -> str:
+    """Logs the experiment's serving model to the active run: its Keras model with the codec accepting the
+    operand lengths this evaluation measured it to add (pipeline.codec.accepting)."""
+    folder = project_root() / "models" / exp_name
+    with tempfile.TemporaryDirectory(prefix="adder-serving-") as tmp:
+        shutil.copy2(folder / "model.keras", Path(tmp) / "model.keras")
+        save_codec(accepting(codec, lengths), Path(tmp) / "codec.json")
+        return log_serving_model([(exp_name, Path(tmp), None)], example, backend_name)
 
 
 def log_and_register(exp_name: str, params: Params, run: dict, test, summary: dict, predicted, metrics: dict,
-                     split: dict) -> dict:
-    """Adds the test figures and samples to the training run; registers a sequence model and decides on its
-    champion. Returns the decision ({} for a model that is not registered)."""
+                     split: dict, codec) -> dict:
+    """Adds the test figures and samples to the training run; a sequence model also gets its serving model
+    (logged once per run), registered as a version of adder-<task> and judged for champion. Returns the
+    decision ({} for a model that is not registered)."""
     root = project_root()
     exp = params.experiment(exp_name)
-    registry = {}
+    decision = {}
     with tracking.resume_run(run["run_id"]):
+        serving_uri = None if isinstance(codec, NumberCodec) else (
+            registry.serving_model_of(run["run_id"]) or serving_model(exp_name, codec, lengths_in(metrics), test.text[0],
+                                                                      params.backend))
         # Logged against the test split and the run's models, which the UI then shows them with.
         tested = tracking.log_dataset(pd.DataFrame({"problem": test.text, "answer": test.answer}), root,
                                       root / "data" / exp.task / "test.csv", "test")
-        models = [run["model_uri"], *([run["serving_uri"]] if "serving_uri" in run else [])]
+        models = [run["model_uri"], *([serving_uri] if serving_uri else [])]
         tracking.log_test_metrics({f"test_{k}": v for k, v in headline(metrics).items() if k != "train_seconds"},
                                   tested, models)
         mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(), "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
         tracking.log_test_metrics(breakdown_metrics(split), tested, models)
         mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")
-        if "serving_uri" in run:  # registered as a version of adder-<task>; champion only if it scores higher
+        if serving_uri:  # registered as a version of adder-<task>; champion only if it scores higher
             mlflow.set_tag("test_sha256", summary["splits"]["test"]["sha256"])
-            registry = tracking.register_and_crown(exp.task, run["serving_uri"], run["run_id"], metrics["exact_match"],
+            decision = registry.register_and_crown(exp.task, serving_uri, run["run_id"], metrics["exact_match"],
                                                    summary["splits"]["test"]["sha256"],
                                                    {"experiment": exp_name, "model": exp.model, "framing": exp.framing})
-    return registry
+    return decision
+
+def command(exp_names: list[str] | None = None) -> None:
+    """`adder evaluate [EXPERIMENT...]`: the stage, a line per experiment as it is scored."""
+    for name, metrics in evaluate(exp_names):
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("exact_match", "char_accuracy", "rmse") if k in metrics)
+        print(f"{name}: {shown}", flush=True)
+        if registry := metrics["registry"]:
+            print(f"{registry['model']} version {registry['version']}: {registry['decision']} ({registry['reason']})",
+                  flush=True)
+
+
+def main() -> None:
+    """`python -m pipeline.stages.evaluate [EXPERIMENT...]`, what dvc.yaml runs."""
+    run_command(lambda: command(arguments("python -m pipeline.stages.evaluate [EXPERIMENT...]", 0, None) or None),
+                __spec__.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlflow
 
 from pipeline import problems, tracking
+from pipeline.command import arguments, run_command
 from pipeline.config import load_params, project_root
 from pipeline.stages.files import write_json
 
@@ -36,3 +37,20 @@ def generate(task_name: str) -> dict:
                             **{f"{s}_size": v["size"] for s, v in summary["splits"].items()}})
         mlflow.log_dict(summary, "summary.json")
     return summary
+
+
+def command(task_name: str) -> None:
+    """`adder generate TASK`: the stage, and a line saying what it wrote."""
+    summary = generate(task_name)
+    sizes = ", ".join(f"{s} {v['size']:,}" for s, v in summary["splits"].items())
+    print(f"{task_name}: {sizes} of {summary['distinct_problems']:,} distinct problems; "
+          f"test seen in training: {summary['overlap_test']:.0%}")
+
+
+def main() -> None:
+    """`python -m pipeline.stages.generate TASK`, what dvc.yaml runs."""
+    run_command(lambda: command(*arguments("python -m pipeline.stages.generate TASK", 1, 1)), __spec__.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,11 +10,11 @@ import mlflow
 import pandas as pd
 
 from pipeline import backend, model_folder, problems, tracking
-from pipeline.codec import NumberCodec, codec_spec, load_codec, save_codec
+from pipeline.command import arguments, run_command
+from pipeline.codec import codec_spec, save_codec
 from pipeline.config import load_params, project_root
 from pipeline.seeds import chosen_seed, seed_folder
 from pipeline.stats import aggregate
-from pipeline.serving import log_serving_model
 from pipeline.stages.files import write_rows
 
 
@@ -67,19 +67,9 @@ def ended_if_interrupted():
         raise
 
 
-def serving_model(exp_name: str, folder: Path, codec, params, example: str) -> dict:
-    """Sequence models also answer strings with strings (pipeline.serving), for `adder serve`: logged to
-    the active run, its URI for run.json."""
-    if isinstance(codec, NumberCodec):
-        return {}
-    return {"serving_uri": log_serving_model([(exp_name, folder, None)], example, params.backend)}
-
-
-def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit, seed: int | None = None,
-               serving: bool = True) -> dict:
+def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit, seed: int | None = None) -> dict:
     """Trains, writes the model's files into folder and logs them as one MLflow run; returns run.json's
-    contents (the run and its logged models, the serving model unless `serving` is false). Under an active
-    run (train_seeds), the run is its child."""
+    contents (the run and its logged model). Under an active run (train_seeds), the run is its child."""
     root = project_root()
     exp = params.experiment(exp_name)
     task = params.tasks[exp.task]
@@ -103,15 +93,14 @@ def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit,
         mlflow.log_metrics({"train_seconds": trained.train_seconds, "parameters": trained.model.count_params(),
                             **trained.seconds_to})
         model_uri = tracking.log_keras_model(trained.model, codec_spec(trained.codec))
-        served = serving_model(exp_name, folder, trained.codec, params, train_split.text[0]) if serving else {}
-    return {"run_id": run.info.run_id, "model_uri": model_uri, **served, "train_seconds": trained.train_seconds,
+    return {"run_id": run.info.run_id, "model_uri": model_uri, "train_seconds": trained.train_seconds,
             "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to}
 
 
 def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit) -> dict:
     """Trains exp_name under each of its seeds into folder/seeds/<seed>/, each a child run of one parent run
-    that holds the spread; copies the seed chosen on validation into folder itself (pipeline.seeds), and
-    logs its serving model (the only one served: each costs seconds). Returns run.json's contents: the
+    that holds the spread; copies the seed chosen on validation into folder itself (pipeline.seeds), the one
+    evaluate logs a serving model for. Returns run.json's contents: the
     chosen seed's, with the parent run and every seed."""
     exp = params.experiment(exp_name)
     run_name, tags = tracking.training_run(project_root(), exp_name, params)
@@ -122,7 +111,7 @@ def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit
         for seed in params.seeds_of(exp_name):
             out = seed_folder(folder, seed)
             staging = model_folder.staging_folder(out)
-            runs[seed] = train_into(staging, exp_name, params, train_split, val_split, fit, seed, serving=False)
+            runs[seed] = train_into(staging, exp_name, params, train_split, val_split, fit, seed)
             val[seed] = float(pd.read_csv(staging / "history.csv")["val_exact_match"].iloc[-1])
             model_folder.publish(staging, runs[seed], out)
         chosen = chosen_seed(val)
@@ -131,8 +120,20 @@ def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit
         spread = aggregate(list(val.values()))
         mlflow.log_metrics({"chosen_seed": chosen, "train_seconds": sum(r["train_seconds"] for r in runs.values()),
                             **{f"val_exact_match_{k}": spread[k] for k in ("mean", "min", "max", "low", "high")}})
-    with tracking.resume_run(runs[chosen]["run_id"]):
-        runs[chosen].update(serving_model(exp_name, folder, load_codec(folder / "codec.json"), params,
-                                          train_split.text[0]))
     return {**runs[chosen], "parent_run_id": parent.info.run_id, "seeds": list(val), "chosen_seed": chosen,
             "val_exact_match": val}
+
+
+def command(exp_name: str) -> None:
+    """`adder train EXPERIMENT`: the stage, and a line saying what it did."""
+    info = train(exp_name)
+    print(f"{exp_name}: trained in {info['train_seconds']:.1f}s, MLflow run {info['run_id']}")
+
+
+def main() -> None:
+    """`python -m pipeline.stages.train EXPERIMENT`, what dvc.yaml runs."""
+    run_command(lambda: command(*arguments("python -m pipeline.stages.train EXPERIMENT", 1, 1)), __spec__.name)
+
+
+if __name__ == "__main__":
+    main()
