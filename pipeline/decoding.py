@@ -1,12 +1,16 @@
-"""Greedy decoding of a transformer as one compiled graph: the expression is encoded once, and each new
-token attends to the cached keys and values of the tokens before it instead of recomputing them."""
+"""Running a model on encoded inputs: one pass in batches, or for a decoder fed its own output, greedy
+decoding. A transformer decodes as one compiled graph: the expression is encoded once, and each new token
+attends to the cached keys and values of the tokens before it instead of recomputing them."""
 
 from __future__ import annotations
 
 import weakref
 
 import keras
+import numpy as np
 
+from pipeline.codec import Codec, TokenCodec
+from pipeline.codec.base import run_batches
 from pipeline.models import TransformerBlock
 
 # model -> {(steps, start): its decoder}, so that each keeps its compiled graph while the model lives
@@ -69,3 +73,25 @@ def cached_greedy(model, steps: int, start: int) -> CachedGreedy | None:
     if (steps, start) not in decoders:
         decoders[steps, start] = CachedGreedy(model, steps, start)
     return decoders[steps, start]
+
+
+def outputs(model, codec: Codec, x) -> np.ndarray:
+    """What model outputs for x, encoded by codec, for codec.decode()."""
+    if not isinstance(codec, TokenCodec):
+        return run_batches(model, x)
+    if (decoder := cached_greedy(model, codec.out_steps, codec.START)) is not None:
+        return run_batches(decoder, x)
+    return by_passes(model, codec, x)
+
+
+def by_passes(model, codec: TokenCodec, x: np.ndarray) -> np.ndarray:
+    """Greedy decoding by whole passes of the model: each fixes one more token; causal decoders keep
+    earlier ones unchanged."""
+    tokens = np.full((len(x), codec.out_steps), codec.START, np.int32)
+    for step in range(codec.out_steps):
+        probs = run_batches(model, [x, tokens])
+        if step + 1 < codec.out_steps:
+            tokens[:, step + 1] = probs[:, step].argmax(axis=-1)
+        if (tokens[:, 1 : step + 2] == codec.END).any(axis=1).all():
+            break  # every answer has ended
+    return probs

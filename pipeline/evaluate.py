@@ -12,18 +12,22 @@ LENGTH_PROBLEMS = 1000  # per operand length in the length-generalisation test
 
 def predict_answers(model, codec: Codec, texts) -> np.ndarray:
     """Answers as strings for problems as (validated, space-free) text."""
+    from pipeline.decoding import outputs  # Keras: imported once a model runs
+
     if len(texts) == 0:
         return np.empty(0, dtype=str)
-    return codec.decode(codec.infer(model, codec.encode_inputs(texts)))
+    return codec.decode(outputs(model, codec, codec.encode_inputs(texts)))
 
 
 def predict_worked(model, codec: Codec, texts) -> tuple[np.ndarray, np.ndarray]:
     """Answers and the worked steps the model wrote before them (';' between steps), for a codec that
     writes steps."""
+    from pipeline.decoding import outputs  # Keras: imported once a model runs
+
     if len(texts) == 0:
         return np.empty(0, dtype=str), np.empty(0, dtype=str)
-    outputs = codec.infer(model, codec.encode_inputs(texts))
-    return codec.decode(outputs), codec.worked(outputs)
+    written = outputs(model, codec, codec.encode_inputs(texts))
+    return codec.decode(written), codec.worked(written)
 
 
 def exact_match(predicted: np.ndarray, answers: np.ndarray) -> float:

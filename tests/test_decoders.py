@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 from pipeline.codec import Limits, TokenCodec  # noqa: E402
 from pipeline.config import Experiment  # noqa: E402
 from pipeline.evaluate import predict_answers  # noqa: E402
+from pipeline.decoding import by_passes, outputs  # noqa: E402
 from pipeline.models import build_model, make_codec  # noqa: E402
 
 ADD3 = Limits(2, 0, 999)
@@ -73,7 +74,7 @@ def test_transformer_decodes_with_cached_keys_as_by_whole_passes(units, answer, 
     net = build_model(exp, codec)
     rng = np.random.default_rng(0)
     x = codec.encode_inputs(np.array([f"{a}+{b}" for a, b in rng.integers(0, 1000, (300, 2))]))
-    cached, passes = codec.infer(net, x), codec.infer_by_passes(net, x)
+    cached, passes = outputs(net, codec, x), by_passes(net, codec, x)
     assert cached_greedy(net, codec.out_steps, codec.START) is not None
     assert (cached.argmax(-1) == passes.argmax(-1)).all()
     np.testing.assert_allclose(cached, passes, atol=1e-5)
@@ -118,9 +119,9 @@ def test_steps_greedy_decoding_gives_the_answer_and_the_worked_steps():
         def predict_on_batch(self, inputs):
             return np.eye(codec.out_symbols, dtype=np.float32)[targets]
 
-    outputs = codec.infer(StepsOracle(), codec.encode_inputs(np.array(["47*36", "3-8"])))
-    assert codec.decode(outputs).tolist() == ["1692", "-5"]
-    assert codec.worked(outputs).tolist() == WORKED.tolist()
+    written = outputs(StepsOracle(), codec, codec.encode_inputs(np.array(["47*36", "3-8"])))
+    assert codec.decode(written).tolist() == ["1692", "-5"]
+    assert codec.worked(written).tolist() == WORKED.tolist()
     assert codec.writes_steps and not TokenCodec(OPS).writes_steps
 
 

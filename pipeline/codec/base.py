@@ -1,5 +1,5 @@
 """What every codec does: refuse expressions its model was not trained for, pair inputs with targets
-for training, and run the model in batches to get outputs for decode()."""
+for training, and decode what a model outputs (pipeline.decoding runs the model)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def run_batches(model, x) -> np.ndarray:
 
 class Checked:
     """What every codec does: refuse expressions its model was not trained for, pair inputs with
-    targets for training, and run the model to get outputs for decode()."""
+    targets for training, and decode a model's outputs."""
 
     limits: Limits
 
@@ -43,9 +43,6 @@ class Checked:
     def training_pair(self, texts, answers, steps=None) -> tuple:
         """(inputs, targets) for training; steps (worked steps) matter only to codecs that write them."""
         return self.encode_inputs(texts), self.encode_targets(answers)
-
-    def infer(self, model, x) -> np.ndarray:
-        return run_batches(model, x)
 
     def target_widths(self, targets: np.ndarray) -> np.ndarray | None:
         """Per target row, the leading columns that carry its answer, for codecs whose targets are padded

@@ -129,27 +129,6 @@ class TokenCodec(CharCodec):
         counted = np.arange(targets.shape[1]) < self.target_widths(targets)[:, None]
         return float(((predicted == targets) | ~counted).all(axis=1).sum() / len(fits))
 
-    def infer(self, model, x: np.ndarray) -> np.ndarray:
-        """Greedy decoding. A transformer decodes in one compiled graph with cached keys and values
-        (pipeline.decoding); other decoders by passes."""
-        from pipeline.decoding import cached_greedy  # Keras: imported once a model runs
-
-        if (decoder := cached_greedy(model, self.out_steps, self.START)) is not None:
-            return run_batches(decoder, x)
-        return self.infer_by_passes(model, x)
-
-    def infer_by_passes(self, model, x: np.ndarray) -> np.ndarray:
-        """Greedy decoding by whole passes of the model: each fixes one more token; causal decoders keep
-        earlier ones unchanged."""
-        tokens = np.full((len(x), self.out_steps), self.START, np.int32)
-        for step in range(self.out_steps):
-            probs = run_batches(model, [x, tokens])
-            if step + 1 < self.out_steps:
-                tokens[:, step + 1] = probs[:, step].argmax(axis=-1)
-            if (tokens[:, 1 : step + 2] == self.END).any(axis=1).all():
-                break  # every answer has ended
-        return probs
-
     def written(self, outputs: np.ndarray) -> np.ndarray:
         """What the model wrote, in reading order, up to its first END (or START)."""
         tokens = np.asarray(outputs).argmax(axis=-1)
