@@ -122,7 +122,9 @@ def load_trained(folder: Path) -> tuple:
 def load_keras(path: Path):
     import keras
 
-    import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
+    from pipeline.kinds import kind
+
+    kind("transformer")  # registers its custom layers (PositionalEmbedding, TransformerBlock) before loading
 
     try:
         return keras.models.load_model(path, compile=False)

@@ -158,7 +158,9 @@ def loaded_from(local: Path, uri: str) -> Predictor:
         raise AdderError(f"{uri} is not an adder model (no codec in its metadata)")
     import mlflow.keras
 
-    import pipeline.models  # noqa: F401  registers the custom layers before loading
+    from pipeline.kinds import kind
+
+    kind("transformer")  # registers its custom layers before loading
 
     model = mlflow.keras.load_model(str(local))
     return Predictor(codec_of(codec["codec"]), uri, lambda: model)

@@ -100,7 +100,9 @@ class AdderModel(mlflow.pyfunc.PythonModel):
         os.environ.setdefault("KERAS_BACKEND", getattr(self, "backend", "tensorflow"))
         import keras
 
-        import pipeline.models  # noqa: F401  registers the custom layers (PositionalEmbedding) before loading
+        from pipeline.kinds import kind
+
+        kind("transformer")  # registers its custom layers (PositionalEmbedding, TransformerBlock) before loading
 
         members = getattr(self, "members", None) or [{"name": "model", "prefix": ""}]
         self.ready([(member["name"], keras.models.load_model(context.artifacts[f"{member['prefix']}model"], compile=False),

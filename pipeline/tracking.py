@@ -191,16 +191,6 @@ def settings_of(raw: dict, exp_name: str) -> dict:
     return {"seed": raw.get("seed"), **experiment, **{f"task.{key}": value for key, value in task.items()}}
 
 
-MODEL_WORDS = {
-    "naive_lstm": "the tutorial's LSTM regressing the scaled sum",
-    "naive_mlp": "an MLP regressing the scaled sum",
-    "seq2seq": "the tutorial's encoder-decoder LSTM",
-    "attention": "an LSTM encoder-decoder with attention",
-    "transformer": "an encoder-decoder transformer",
-    "digitwise": "an LSTM over aligned digit columns",
-}
-
-
 def task_words(task: Task) -> str:
     """'2 operands of 1 to 3 digits joined by +', '2 to 3 operands of 1 to 2 digits joined by +, - or *, ...'."""
     count = f"{task.min_terms} to {task.terms}" if task.min_terms not in (None, task.terms) else f"{task.terms}"
@@ -215,14 +205,14 @@ def task_words(task: Task) -> str:
     return f"{count} operands {values} joined by {ops}{brackets}"
 
 
-def run_description(exp_name: str, params: Params, changes: dict | None = None) -> str:
+def run_description(exp_name: str, params: Params, words: str, changes: dict | None = None) -> str:
     """A training run's description (markdown): what it learns, with which model, and what it is compared
     with: the task's other experiments of the same model (the settings where they differ), else of any."""
     exp, changes = params.experiment(exp_name), changes or {}
     task = params.tasks[exp.task]
     lines = [exp.description] if exp.description else []
     lines.append(f"**{exp_name}** learns `{exp.task}` ({task_words(task)}; {task.train_size:,} training problems) "
-                 f"with `{exp.model}`, {MODEL_WORDS[exp.model]} (units {', '.join(map(str, exp.units))}; "
+                 f"with `{exp.model}`, {words} (units {', '.join(map(str, exp.units))}; "
                  f"{exp.framing}), over {exp.epochs} epochs.")
     others = {name: other for name, other in params.experiments.items() if other.task == exp.task and name != exp_name}
     same_model = {name: other for name, other in others.items() if other.model == exp.model}
@@ -243,13 +233,13 @@ def run_description(exp_name: str, params: Params, changes: dict | None = None) 
     return "\n\n".join(lines)
 
 
-def training_run(root: Path, exp_name: str, params: Params) -> tuple[str, dict[str, str]]:
-    """A training run's name and tags: task, model, description and, inside a DVC experiment, the
-    settings it changed (tag dvc_changes)."""
+def training_run(root: Path, exp_name: str, params: Params, words: str) -> tuple[str, dict[str, str]]:
+    """A training run's name and tags: task, model, description (`words` say what the model is) and, inside
+    a DVC experiment, the settings it changed (tag dvc_changes)."""
     exp = params.experiment(exp_name)
     changes = experiment_changes(root, exp_name)
     tags = run_tags(root, task=exp.task, model=exp.model, framing=exp.framing,
-                    **{NOTE: run_description(exp_name, params, changes)})
+                    **{NOTE: run_description(exp_name, params, words, changes)})
     if changes:
         tags["dvc_changes"] = " ".join(settings_text(changes))
     return run_name(exp_name, changes), tags

@@ -64,10 +64,9 @@ def test_decoder_models_shapes(model, units):
 def test_transformer_decodes_with_cached_keys_as_by_whole_passes(units, answer, unrolled, monkeypatch):
     import keras
 
-    from pipeline import decoding
-    from pipeline.decoding import cached_greedy
+    from pipeline.kinds import transformer
 
-    monkeypatch.setattr(decoding, "UNROLLED", unrolled)
+    monkeypatch.setattr(transformer, "UNROLLED", unrolled)
     keras.utils.set_random_seed(0)
     exp = Experiment(task="add3", model="transformer", units=units, epochs=1, batch_size=8, answer=answer)
     codec = make_codec(exp, ADD3)
@@ -75,7 +74,7 @@ def test_transformer_decodes_with_cached_keys_as_by_whole_passes(units, answer, 
     rng = np.random.default_rng(0)
     x = codec.encode_inputs(np.array([f"{a}+{b}" for a, b in rng.integers(0, 1000, (300, 2))]))
     cached, passes = outputs(net, codec, x), by_passes(net, codec, x)
-    assert cached_greedy(net, codec.out_steps, codec.START) is not None
+    assert isinstance(transformer.greedy(net, codec), transformer.CachedGreedy)
     assert (cached.argmax(-1) == passes.argmax(-1)).all()
     np.testing.assert_allclose(cached, passes, atol=1e-5)
 

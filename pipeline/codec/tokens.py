@@ -79,6 +79,13 @@ class TokenCodec(CharCodec):
             text = np.where(steps == "", text, np.strings.add(np.strings.add(steps, STEP_SEPARATOR), text))
         return text
 
+    @classmethod
+    def fitted(cls, limits, answer: str | None, train=None) -> TokenCodec:
+        """The codec of a decoder writing `answer` (reversed unless said), with room for the longest target
+        of train (a split of problems) when given."""
+        codec = cls(limits, answer=answer or "reversed")
+        return codec if train is None else codec.sized_for(train.answer, train.steps)
+
     def sized_for(self, answers, steps=None) -> TokenCodec:
         """This codec with room for the longest target of a training split (steps only: other framings'
         widths come from the limits)."""

@@ -13,6 +13,7 @@ from pipeline import backend, model_folder, problems, tracking
 from pipeline.command import arguments, run_command
 from pipeline.codec import codec_spec, save_codec
 from pipeline.config import load_params, project_root
+from pipeline.kinds import kind
 from pipeline.seeds import chosen_seed, seed_folder
 from pipeline.stats import aggregate
 from pipeline.stages.files import write_rows
@@ -74,7 +75,8 @@ def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit,
     exp = params.experiment(exp_name)
     task = params.tasks[exp.task]
     data = root / "data" / exp.task
-    run_name, tags = tracking.training_run(root, exp_name, params)  # named after its DVC experiment in a sweep
+    # Named after its DVC experiment in a sweep.
+    run_name, tags = tracking.training_run(root, exp_name, params, kind(exp.model).WORDS)
     seed = params.seeds_of(exp_name)[0] if seed is None else seed
     child = mlflow.active_run() is not None
     with (mlflow.start_run(run_name=f"{run_name} seed {seed}" if child else run_name, nested=child,
@@ -103,7 +105,7 @@ def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit
     evaluate logs a serving model for. Returns run.json's contents: the
     chosen seed's, with the parent run and every seed."""
     exp = params.experiment(exp_name)
-    run_name, tags = tracking.training_run(project_root(), exp_name, params)
+    run_name, tags = tracking.training_run(project_root(), exp_name, params, kind(exp.model).WORDS)
     with mlflow.start_run(run_name=run_name, tags={**tags, **tracking.process_tags()}) as parent, ended_if_interrupted():
         mlflow.log_params({"experiment": exp_name, "backend": params.backend, **exp.model_dump(exclude={"description"}),
                            **{f"task.{k}": v for k, v in params.tasks[exp.task].model_dump().items()}})
