@@ -137,7 +137,7 @@ def serve(
     """Serve MODEL over HTTP through `mlflow models serve`: POST /invocations {"inputs": ["12+50"]}."""
     from pipeline import registry, tracking
     from pipeline.config import project_root
-    from pipeline.serving import serve as serve_model
+    from pipeline.server import serve as serve_model
 
     root = project_root()
     tracking.connect(root)  # an unreachable tracking server fails here, in one line

@@ -1,17 +1,20 @@
 """The model registry: one registered model per task (adder-<task>), its best version under the alias
 `champion`; adder-all, every task's champion behind one endpoint; and which model `adder serve` serves.
-Only evaluate (which registers and crowns), serving and the CLI use it."""
+Only evaluate (which registers and crowns), retraining reports and the CLI use it."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import mlflow
 
+from pipeline import tracking
+from pipeline.codec import load_codec
 from pipeline.errors import AdderError
-from pipeline.tracking import resume_run
+from pipeline.serving import log_serving_model
 
 CHAMPION = "champion"
 
@@ -218,7 +221,7 @@ def promote_held(run_ids: list[str]) -> list[dict]:
         if held is None or held["decision"] != "held":
             continue
         run = client.get_run(run_id)
-        with resume_run(run_id):
+        with tracking.resume_run(run_id):
             decisions.append(crown(client, held["model"], held["version"], champion_of(client, held["model"]),
                                    run.data.metrics["test_exact_match"], run.data.tags["test_sha256"], promote=True))
     return decisions
@@ -286,3 +289,59 @@ def serving_model_of(run_id: str) -> str | None:
     found = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}' AND name = 'serving'",
                                         max_results=1, output_format="list")
     return f"models:/{found[0].model_id}" if found else None
+
+
+# --- adder-all: every task's champion behind one endpoint, rebuilt whenever the champions change
+
+MEMBERS_TAG = "members"  # on an adder-all version: its members' versions, "adder-add3/4,adder-ops/2"
+BUILD_TRIES = 3
+
+
+def publish_all_families(root: Path, backend: str) -> str | None:
+    """Registers a version of adder-all serving every task's champion (the best-scoring first) and points its
+    alias `champion` at it, unless it already serves exactly those; returns its version, None without
+    champions. Reads the champions back afterwards and builds again if one moved meanwhile."""
+    client = mlflow.MlflowClient()
+    for _ in range(BUILD_TRIES):
+        members = champions(client)
+        if not members:
+            return None
+        wanted = ",".join(f"{m['name']}/{m['version']}" for m in members)
+        try:
+            current = client.get_model_version_by_alias(ALL_FAMILIES, CHAMPION)
+            if current.tags.get(MEMBERS_TAG) == wanted:
+                return str(current.version)
+        except mlflow.exceptions.MlflowException:
+            pass  # none yet
+        build_all_families(root, client, members, wanted, backend)
+    return str(client.get_model_version_by_alias(ALL_FAMILIES, CHAMPION).version)
+
+
+def build_all_families(root: Path, client, members: list[dict], wanted: str, backend: str) -> None:
+    tracking.open_experiment(tracking.SERVED, None if tracking.tracking_uri(root).startswith("http")
+                                          else (root / "mlartifacts").as_uri())
+    experiment_id = mlflow.get_experiment_by_name(tracking.SERVED).experiment_id
+    with tempfile.TemporaryDirectory(prefix="adder-all-") as tmp, \
+            mlflow.start_run(experiment_id=experiment_id, run_name=ALL_FAMILIES,
+                             tags={tracking.NOTE: f"Serves {wanted.replace(',', ', ')}."}) as run:
+        folders = [Path(mlflow.artifacts.download_artifacts(f"models:/{m['name']}/{m['version']}",
+                                                            dst_path=f"{tmp}/{i}")) / "artifacts"
+                   for i, m in enumerate(members)]
+        example = load_codec(folders[0] / "codec.json").limits.example
+        uri = log_serving_model([(f"models:/{m['name']}/{m['version']}", folder, m["exact_match"])
+                                 for m, folder in zip(members, folders)], example, backend, name="serving-all")
+    if not client.search_registered_models(filter_string=f"name = '{ALL_FAMILIES}'"):
+        try:
+            client.create_registered_model(ALL_FAMILIES, description=ALL_NOTE)
+        except mlflow.exceptions.MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else a concurrent evaluate made it
+                raise
+    version = client.create_model_version(ALL_FAMILIES, source=uri, run_id=run.info.run_id,
+                                          model_id=uri.removeprefix("models:/"), tags={MEMBERS_TAG: wanted})
+    client.update_model_version(ALL_FAMILIES, version.version, description=f"Serves {wanted.replace(',', ', ')}.")
+    client.set_registered_model_alias(ALL_FAMILIES, CHAMPION, version.version)
+
+
+ALL_NOTE = ("Every task's champion behind one endpoint: each expression goes to the champion whose grammar "
+            "accepts it, the one with the higher test exact match first. A version per change of champions; "
+            "its tag `members` lists them. The alias `champion` is the latest: what `adder serve` serves.")

@@ -308,9 +308,8 @@ def champions(root: Path, promote: bool) -> list[dict]:
     tracking.connect(root)
     if promote and any(d["decision"] == "promoted" for d in registry.promote_held(list(run_ids))):
         from pipeline.config import PARAMS_FILE, load_params
-        from pipeline.serving import publish_all_families
 
-        publish_all_families(root, load_params(root / PARAMS_FILE).backend)  # adder-all: the new champions
+        registry.publish_all_families(root, load_params(root / PARAMS_FILE).backend)  # adder-all: the new champions
     client = mlflow.MlflowClient()
     return [{"experiment": name, **d} for run_id, name in run_ids.items()
             if (d := registry.registry_decision(client, run_id))]

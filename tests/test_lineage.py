@@ -165,6 +165,7 @@ BLAST_RADIUS = {
     "pipeline/predict.py": [],
     "pipeline/retrain.py": [],
     "pipeline/warm.py": [],
+    "pipeline/server.py": [],
     "pipeline/serving.py": ["evaluate"],
     "pipeline/registry.py": ["evaluate"],
     "pipeline/report.py": ["compare"],

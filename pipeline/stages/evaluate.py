@@ -18,7 +18,7 @@ from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
 from pipeline.config import Params, load_params, project_root
 from pipeline.model_folder import load_trained
 from pipeline.codec import NumberCodec, accepting, lengths_in, save_codec
-from pipeline.serving import log_serving_model, publish_all_families
+from pipeline.serving import log_serving_model
 from pipeline.seeds import log_seed_runs, over_seeds, per_seed
 from pipeline.stages.files import write_json
 
@@ -48,7 +48,7 @@ def evaluate(exp_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     # adder-all serves every task's champion: rebuilt whenever they differ from its members, even when the
     # evaluate that moved a champion was killed before rebuilding it (a no-op when current).
     if registry.promotion_on():
-        publish_all_families(project_root(), params.backend)
+        registry.publish_all_families(project_root(), params.backend)
 
 
 def evaluate_one(exp_name: str, params: Params) -> dict:
