@@ -17,8 +17,8 @@ import pytest
 from pipeline import backend
 from pipeline.config import parse_params
 from pipeline.errors import AdderError
+from helpers import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_unknown_backend_names_the_allowed_ones():

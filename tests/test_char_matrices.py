@@ -11,17 +11,13 @@ from pipeline.codec import CharCodec, ColumnCodec, NumberCodec
 from pipeline.codec.matrices import (
     char_matrix, number_chars, operand_digits, pad_operands, place_digits, right_aligned, row_cumsum,
 )
-from pipeline.config import Task
 from pipeline.digits import digit_columns
 from pipeline.errors import AdderError
 from pipeline.expressions import Limits
 from pipeline.problems import sample_problems
+from helpers import task_with
 
-
-def task(**kw) -> Task:
-    return Task(**{"terms": 2, "digits": 3, "train_size": 1, "val_size": 1, "test_size": 1, **kw})
-
-
+task = task_with(terms=2, digits=3, train_size=1, val_size=1, test_size=1)
 TASKS = {
     "add3": task(),
     "seed": task(digits=None, min_value=1, max_value=10),

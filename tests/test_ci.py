@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import tomllib
 from fnmatch import fnmatch
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -18,10 +17,10 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from pipeline.registry import REGISTER, promote_held, register_and_crown, registration_on, registry_decision
-from test_e2e import BIN, GIT, TINY, cli_env, make_repo, run, shown, tracking_uri, write_params
-from test_retrain import candidate, champion
+from helpers import (
+    BIN, GIT, PROJECT, TINY, candidate, champion, cli_env, make_repo, run, shown, tracking_uri, write_params,
+)
 
-PROJECT = Path(__file__).resolve().parents[1]
 WORKFLOWS = PROJECT / ".github" / "workflows"
 
 
@@ -109,18 +108,18 @@ def test_retrain_registers_nothing_on_pull_requests():
 
 def test_without_registration_candidates_are_judged_but_add_no_version(registry, monkeypatch):
     monkeypatch.setenv(REGISTER, "0")
-    unregistered_run, first = candidate(0.5)
+    unregistered_run, first = candidate("add3", 0.5)
     assert (first["decision"], first["version"]) == ("not registered", "–")
     assert first["reason"] == "no champion yet; registration is off (ADDER_REGISTER=0)"
     assert registry.search_model_versions("name = 'adder-add3'") == []
     assert registry_decision(registry, unregistered_run)["decision"] == "not registered"
 
     monkeypatch.delenv(REGISTER)
-    champion_run, crowned = candidate(0.6)
+    champion_run, crowned = candidate("add3", 0.6)
     assert (crowned["decision"], crowned["version"]) == ("promoted", "1")
 
     monkeypatch.setenv(REGISTER, "0")
-    better, worse = candidate(0.9)[1], candidate(0.1)[1]
+    better, worse = candidate("add3", 0.9)[1], candidate("add3", 0.1)[1]
     assert better["reason"] == "higher test exact match; registration is off (ADDER_REGISTER=0)"
     assert worse["reason"] == "not higher than the champion's test exact match; registration is off (ADDER_REGISTER=0)"
     assert len(registry.search_model_versions("name = 'adder-add3'")) == 1 and champion(registry) == "1"

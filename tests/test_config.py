@@ -1,7 +1,6 @@
 """params.yaml validation: every bad value is an AdderError naming the key path and what is allowed."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -9,21 +8,14 @@ from pydantic import ValidationError
 
 from pipeline.config import MODELS, Params, load_params, parse_params
 from pipeline.errors import AdderError
+from helpers import PROJECT, error_of
 
-REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+REPO_PARAMS = PROJECT / "params.yaml"
 RAW = yaml.safe_load(REPO_PARAMS.read_text())
 
 
 def raw():
     return copy.deepcopy(RAW)
-
-
-def error_of(params) -> str:
-    with pytest.raises(AdderError) as e:
-        parse_params(params)
-    message = str(e.value)
-    assert "\n" not in message
-    return message
 
 
 def test_repo_params_load():

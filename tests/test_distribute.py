@@ -10,7 +10,6 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -20,9 +19,9 @@ from pipeline.config import Experiment, parse_params  # noqa: E402
 from pipeline.errors import AdderError  # noqa: E402
 from pipeline.train import train  # noqa: E402
 
-from test_train import SPLITS, TASK, without_clock  # noqa: E402  pytest puts tests/ on sys.path
+from helpers import PROJECT, without_clock  # noqa: E402
+from test_train import SPLITS, TASK  # noqa: E402  its tiny task; pytest puts tests/ on sys.path
 
-PROJECT = Path(__file__).resolve().parents[1]
 SEQ2SEQ = Experiment(task="tiny", model="seq2seq", units=(8, 8), epochs=2, samples_per_epoch=20, batch_size=6)
 
 

@@ -1,5 +1,6 @@
 """End to end for the problem families and encodings: a tiny `dvc repro` of the terms, ops and brackets
-tasks, each with its own encoding; breakdowns, figures and predict on each family. Reuses test_e2e's helpers."""
+tasks, each with its own encoding; breakdowns, figures and predict on each family. Its project is built by
+helpers.make_repo, as test_e2e's are."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from pipeline.breakdown import BREAKDOWNS, SHARES
 from conftest import unavailable
-from test_e2e import BIN, GIT, PROJECT, make_repo, read_json, run, shown  # pytest puts tests/ on sys.path
+from helpers import BIN, GIT, PROJECT, make_repo, read_json, run, shown
 
 # Headless Chromium as root on a machine without network: no sandbox, no background connections.
 CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.config import Task
 from pipeline.errors import AdderError
 from pipeline.expressions import Limits, bracket_spans, largest_magnitude
 from pipeline.problems import sample_problems, split_problems
+from helpers import task_with
 
 TOKENS = re.compile(r"[0-9]+|[-+*()]")
 
@@ -55,10 +55,7 @@ def evaluate(text: str) -> int:
     return result
 
 
-def task(**kw) -> Task:
-    return Task(**{"terms": 2, "digits": 2, "train_size": 300, "val_size": 50, "test_size": 50, **kw})
-
-
+task = task_with(terms=2, digits=2, train_size=300, val_size=50, test_size=50)
 FAMILIES = {
     "terms": task(terms=4, min_terms=2),
     "ops": task(ops="+-*"),

@@ -22,16 +22,11 @@ import yaml
 
 from pipeline.errors import AdderError
 from pipeline.model_folder import STAGING, verified
-from test_serving import BIN, EXPERIMENT, TASK, TINY, adder, cli_env, shown  # pytest puts tests/ on sys.path
+from helpers import BIN, adder, cli_env, mlflow_server, one_error_line, shown
+from test_serving import EXPERIMENT, TASK, TINY  # its tiny project; pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.e2e
 SLOW = {**TINY, "experiments": {EXPERIMENT: {**TINY["experiments"][EXPERIMENT], "epochs": 30}}}  # time to kill it
-
-
-def one_error_line(result: subprocess.CompletedProcess, says: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), shown(result)
-    assert says in lines[0], shown(result)
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +263,6 @@ def test_load_failures_name_the_file(tmp_path):
 def test_tracking_server_dying_during_training_fails_in_one_line_and_rerun_completes(project, tmp_path):
     """`adder train` against a real `mlflow server`, killed after a few epochs; with a server on the same
     store again, the rerun completes and ends the run the failed one left RUNNING."""
-    from test_e2e import mlflow_server
-
     (project / "params.yaml").write_text(yaml.safe_dump(SLOW, sort_keys=False))
     store = f"sqlite:///{tmp_path / 'server.db'}"
     try:

@@ -1,7 +1,7 @@
 """Fuzzing the expression checker and the served model's rows with Hypothesis: random strings (Unicode
 digits, control characters, huge numbers, deep brackets and plain noise) are each answered or refused
 with a one-line AdderError; no other exception escapes. The served model runs a stand-in that answers
-sums exactly (test_serving's), so no Keras is needed."""
+sums exactly (helpers.ExactModel), so no Keras is needed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pipeline.codec import CharCodec
 from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS, Limits
 from pipeline.serving import AdderModel
-from test_serving import CODEC, ExactModel  # pytest puts tests/ on sys.path
+from helpers import CODEC, ExactModel
 
 LIMITS = [Limits(terms=2, low=0, high=99), Limits(terms=2, low=1, high=10), Limits(terms=3, low=0, high=999, min_terms=2),
           Limits(terms=2, low=0, high=99, ops="+-*"), Limits(terms=4, low=0, high=99, ops="+-*", brackets=True)]

@@ -9,14 +9,13 @@ import re
 import shutil
 import subprocess
 import tomllib
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
 from pipeline import tracking
+from helpers import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
 TENSORFLOWS = {"tensorflow", "tensorflow-cpu"}  # distributions that install the module `tensorflow`
 

@@ -1,5 +1,5 @@
 """`adder predict` in-process: one output line per input line whatever the bytes, the ranges models accept,
-and the checks on run.json. The models are stand-ins that answer sums exactly (test_serving's ExactModel),
+and the checks on run.json. The models are stand-ins that answer sums exactly (helpers.ExactModel),
 so no Keras is needed: what is under test is the reading, routing and writing around them."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipeline.errors import AdderError
 from pipeline.expressions import Limits
 from pipeline.model_folder import publish, verified
 from pipeline.predict import Predictor, Predictors
-from test_serving import CODEC, ExactModel  # pytest puts tests/ on sys.path
+from helpers import CODEC, ExactModel
 
 SEPARATORS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 lines = st.one_of(st.sampled_from(["12+50", "1+1", "99+99", " 7 + 8 ", "", "x", "123+4"]),

@@ -1,24 +1,20 @@
 """Problem generation: exact, in range, deterministic, disjoint where asked."""
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.config import Task, load_params
+from pipeline.config import load_params
 from pipeline.errors import AdderError
 from pipeline.problems import (
     HEADER, Problems, distinct_problems, join_sums, keras_draw_bound, keras_operands, leading_digits, number_widths,
     overlap, read_csv, sample_operands, sample_problems, split_problems, to_problems, write_csv,
 )
+from helpers import PROJECT, task_with
 
-PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-
-
-def task(**kw) -> Task:
-    return Task(**{"terms": 2, "min_value": 1, "max_value": 100, "train_size": 300, "val_size": 50,
-                   "test_size": 50, **kw})
+PARAMS = load_params(PROJECT / "params.yaml")
+task = task_with(terms=2, min_value=1, max_value=100, train_size=300, val_size=50, test_size=50)
 
 
 def operands_of(problems: Problems) -> list[list[int]]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-PROJECT = Path(__file__).resolve().parents[1]
+from helpers import PROJECT
+
 COLUMNS = {"exact match": "exact_match", "char accuracy": "char_accuracy", "RMSE": "rmse"}
 
 

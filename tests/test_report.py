@@ -1,13 +1,12 @@
 """The comparison report: table columns, breakdown tables and figures from hand-made metrics."""
 
-from pathlib import Path
-
 import pandas as pd
 
 from pipeline.config import load_params
 from pipeline.report import comparison_table, plot_tables, write_figures
+from helpers import PROJECT
 
-PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+PARAMS = load_params(PROJECT / "params.yaml")
 
 
 def metrics(exact: float, breakdown: dict | None = None) -> dict:

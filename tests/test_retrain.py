@@ -10,11 +10,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline.registry import promote_held, register_and_crown, registry_decision
+from pipeline.registry import promote_held, registry_decision
 from pipeline import retrain
 from pipeline.errors import AdderError
 from pipeline.retrain import Comparison, render
-from test_e2e import GIT, TINY, cli_env, make_repo, one_error_line, read_json, run, shown, write_params
+from helpers import (
+    GIT, TINY, candidate, champion, cli_env, make_repo, one_error_line, read_json, run, shown, write_params,
+)
 
 # --------------------------------------------------------------------------------------------------
 # rendering
@@ -160,25 +162,11 @@ def test_a_missing_base_is_a_clear_error(repo, tmp_path_factory):
 # champions: held while promotion is off, crowned by --promote
 
 
-def candidate(exact_match: float) -> tuple[str, dict]:
-    """A training run with its test score and a logged model, registered as evaluate does."""
-    with mlflow.start_run() as run:
-        mlflow.log_metric("test_exact_match", exact_match)
-        mlflow.set_tag("test_sha256", "same test set")
-        model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
-        return run.info.run_id, register_and_crown("add3", f"models:/{model.model_id}", run.info.run_id,
-                                                            exact_match, "same test set")
-
-
-def champion(client) -> str:
-    return str(client.get_model_version_by_alias("adder-add3", "champion").version)
-
-
 def test_without_promotion_a_winner_is_held_until_promoted(registry, monkeypatch):
-    assert candidate(0.5)[1]["decision"] == "promoted"
+    assert candidate("add3", 0.5)[1]["decision"] == "promoted"
     monkeypatch.setenv("ADDER_PROMOTE", "0")
-    held_run, held = candidate(0.7)
-    kept_run, kept = candidate(0.4)
+    held_run, held = candidate("add3", 0.7)
+    kept_run, kept = candidate("add3", 0.4)
     assert (held["decision"], kept["decision"]) == ("held", "kept")
     assert held["reason"] == "higher test exact match; promotion is off (ADDER_PROMOTE=0)"
     assert champion(registry) == "1"

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from conftest import unavailable
-from test_e2e import (  # pytest puts tests/ on sys.path
-    BIN, GIT, PROJECT, TINY, Server, check_training_run, cli_env, free_port, make_repo, mlflow_server, read_json,
+from helpers import (
+    BIN, GIT, PROJECT, TINY, check_training_run, cli_env, free_port, make_repo, mlflow_server, read_json,
     run, runs_by_name, shown, tracking_uri,
 )
 
-# One task and one sequence experiment of test_e2e's TINY: a run, a logged model, a registered version.
+# One task and one sequence experiment of helpers.TINY: a run, a logged model, a registered version.
 TASK, EXPERIMENT = "seed", "seed-seq2seq"
 PARAMS = {"seed": TINY["seed"], "backend": TINY["backend"], "tasks": {TASK: TINY["tasks"][TASK]},
           "experiments": {EXPERIMENT: TINY["experiments"][EXPERIMENT]}}

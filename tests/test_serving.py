@@ -11,9 +11,7 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -30,28 +28,9 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.registry import beats, best_champion, register_and_crown, served_model_uri
 from pipeline.codec import CharCodec, Limits
-from pipeline.config import Task
 from pipeline.errors import AdderError
 from pipeline.serving import MAX_ERROR_CHARS, MAX_ROWS, ONE_COLUMN, SIGNATURE, AdderModel, guarded
-from test_e2e import cli_env  # commands in warm forks, as make run runs them; pytest puts tests/ on sys.path
-
-PROJECT = Path(__file__).resolve().parents[1]
-BIN = PROJECT / ".venv" / "bin" if (PROJECT / ".venv" / "bin" / "adder").exists() else Path(sys.executable).parent
-CODEC = CharCodec(Limits.of(Task(terms=2, digits=2, train_size=1, val_size=1, test_size=1)), encoding="integer")
-
-
-class ExactModel:
-    """Stands in for a trained model: decodes its input back to expressions and outputs their true sums."""
-
-    def __init__(self, codec: CharCodec):
-        self.codec = codec
-
-    def predict_on_batch(self, x):
-        sums = [sum(int(term) for term in expression.split("+")) for expression in self.codec.decode_inputs(x)]
-        return self.codec.encode_targets(np.array(sums))
-
-    def predict(self, x, **kwargs):
-        return self.predict_on_batch(x)
+from helpers import BIN, CODEC, ExactModel, adder, candidate, cli_env, free_port, shown
 
 
 def served() -> AdderModel:
@@ -261,18 +240,10 @@ def test_only_a_strictly_higher_score_beats_the_champion():
     assert not beats(0.7, 0.8)
 
 
-def candidate(task: str, exact_match: float, test_sha256: str = "same test set") -> dict:
-    """A finished training run with its test score and a logged model (no files needed), put to the registry."""
-    with mlflow.start_run() as run:
-        mlflow.log_metric("test_exact_match", exact_match)
-        mlflow.set_tag("test_sha256", test_sha256)
-        model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
-        return register_and_crown(task, f"models:/{model.model_id}", run.info.run_id, exact_match, test_sha256)
-
-
 def test_champion_moves_only_to_a_higher_score_on_the_same_test_set(registry):
-    decisions = [candidate("add3", 0.5), candidate("add3", 0.7), candidate("add3", 0.7), candidate("add3", 0.6),
-                 candidate("add3", 0.4, test_sha256="another test set")]
+    scored = [candidate("add3", 0.5), candidate("add3", 0.7), candidate("add3", 0.7), candidate("add3", 0.6),
+              candidate("add3", 0.4, test_sha256="another test set")]
+    decisions = [decision for _, decision in scored]
     assert [(d["version"], d["decision"]) for d in decisions] == [
         ("1", "promoted"), ("2", "promoted"), ("3", "kept"), ("4", "kept"), ("5", "promoted")]
     assert [d["champion_exact_match"] for d in decisions] == [None, 0.5, 0.7, 0.7, 0.7]
@@ -285,7 +256,7 @@ def test_champion_moves_only_to_a_higher_score_on_the_same_test_set(registry):
 
 
 def test_scoring_the_same_run_again_reuses_its_version(registry):
-    first = candidate("add3", 0.5)
+    _, first = candidate("add3", 0.5)
     run_id = registry.get_model_version("adder-add3", first["version"]).run_id
     with mlflow.start_run(run_id=run_id):
         again = register_and_crown("add3", "models:/unused", run_id, 0.5, "same test set")
@@ -325,21 +296,6 @@ FAMILIES = {**TINY, "tasks": {**TINY["tasks"], OPS_TASK: {"terms": 2, "digits": 
                                                           "val_size": 20, "test_size": 50}},
             "experiments": {**TINY["experiments"], OPS: {**TINY["experiments"][EXPERIMENT], "task": OPS_TASK}}}
 REQUESTS, CLIENTS, DEADLINE_S = 2000, 8, 90
-
-
-def adder(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "adder"), *args], cwd=cwd, env=env or cli_env(), capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def shown(result: subprocess.CompletedProcess) -> str:
-    return f"$ {' '.join(result.args)}\nexit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

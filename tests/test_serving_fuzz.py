@@ -1,6 +1,6 @@
 """The served batch holds one output row per input row, in order, whatever the rows hold: line separators
 (which str.splitlines splits on), empty strings, valid sums and garbage. The model is a stand-in that
-answers sums exactly (test_serving's ExactModel), so no Keras is needed; a row's answer must be the one the
+answers sums exactly (helpers.ExactModel), so no Keras is needed; a row's answer must be the one the
 same model gives that row alone, wherever it sits in the batch."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from pipeline.codec import CharCodec
 from pipeline.expressions import Limits
 from pipeline.serving import AdderModel, not_a_string
-from test_serving import CODEC, ExactModel, stand_in  # noqa: F401  stand_in: the fixture; tests/ is on sys.path
+from helpers import CODEC, ExactModel
+from test_serving import stand_in  # noqa: F401  the fixture; pytest puts tests/ on sys.path
 
 # Every character str.splitlines splits on, and \r\n.
 SEPARATORS = ["\r", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]

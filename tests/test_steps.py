@@ -1,16 +1,16 @@
 """Worked steps: built by the generator from each expression's structure, checked here by evaluating them."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.config import load_params
 from pipeline.problems import STEP_SEPARATOR, read_csv, reduction_chain, split_problems, write_csv
+from helpers import PROJECT
 
 NUMBER = re.compile(r"\d+")
-PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+PARAMS = load_params(PROJECT / "params.yaml")
 
 
 def chain(values, ops, first=-1, last=-1) -> str:

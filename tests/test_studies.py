@@ -2,7 +2,6 @@
 The statistics are checked on synthetic 0/1 results whose answer is known; nothing here trains."""
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ from pipeline.config import load_params, parse_params
 from pipeline.errors import AdderError
 from pipeline.stats import aggregate, difference
 from pipeline.studies import correct_matrix, seeds_section, studies_section
+from helpers import PROJECT, error_of
 
-RAW = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+RAW = yaml.safe_load((PROJECT / "params.yaml").read_text())
 BASE = {"task": "add3", "model": "seq2seq", "units": [100, 50], "epochs": 1, "batch_size": 8}
 
 
@@ -24,17 +24,10 @@ def params_with(experiments: dict, studies: dict | None = None) -> dict:
     return raw
 
 
-def error_of(raw) -> str:
-    with pytest.raises(AdderError) as e:
-        parse_params(raw)
-    assert "\n" not in str(e.value)
-    return str(e.value)
-
-
 def test_repo_studies_change_one_setting_each():
     """The encoding studies, whose differences are a few points, train three seeds each; the framing
     studies, a minute or two per model, train one and their interval spans the test problems alone."""
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = load_params(PROJECT / "params.yaml")
     for study in params.studies:
         setting = params.study_setting(study)
         assert setting in {"encoding", "reverse", "padding", "mask", "answer"}

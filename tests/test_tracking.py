@@ -9,7 +9,6 @@ import hashlib
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -20,6 +19,7 @@ from pipeline.registry import register_and_crown
 from pipeline import tracking
 from pipeline.config import parse_params
 from pipeline.errors import AdderError
+from helpers import BIN, GIT, PROJECT, Server, cli_env, free_port
 
 PARAMS = {
     "seed": 1,
@@ -34,7 +34,6 @@ PARAMS = {
         "ops-transformer": {"task": "ops", "model": "transformer", "units": [64], "epochs": 20, "batch_size": 128},
     },
 }
-GIT = ["git", "-c", "user.name=adder test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"]
 
 
 @pytest.fixture
@@ -194,10 +193,8 @@ def authenticated_server(tmp_path_factory):
     import os
     import signal
 
-    from test_e2e import BIN, Server, cli_env, free_port  # pytest puts tests/ on sys.path
-
     folder = tmp_path_factory.mktemp("auth-server")
-    config = (Path(__file__).parents[1] / "deploy" / "basic_auth.ini").read_text()  # compose's, users kept here
+    config = (PROJECT / "deploy" / "basic_auth.ini").read_text()  # compose's, users kept here
     (folder / "auth.ini").write_text(config.replace("sqlite:////auth/basic_auth.db", f"sqlite:///{folder / 'auth.db'}"))
     port, password = free_port(), "not-the-default"
     env = {**cli_env(), "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
@@ -244,8 +241,6 @@ def test_health_check_sends_mlflows_credentials(authenticated_server, monkeypatc
 
 
 def test_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
-    from test_e2e import free_port
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(AdderError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ is unreachable \(\w+\); "):
         tracking.connect(tmp_path)

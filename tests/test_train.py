@@ -10,14 +10,11 @@ import pytest  # noqa: E402
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.problems import split_problems  # noqa: E402
 from pipeline.train import EpochBatches, by_width, draw_chances, epoch_indices, steps_per_execution, train  # noqa: E402
+from helpers import without_clock  # noqa: E402
 
 TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
 SPLITS = split_problems(TASK, 0)
 MLP = Experiment(task="tiny", model="naive_mlp", units=(4, 2), epochs=3, samples_per_epoch=20, batch_size=5)
-
-
-def without_clock(history):
-    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
 
 
 @pytest.fixture(scope="module")

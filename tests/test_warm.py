@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline import warm
-from test_e2e import TINY, cli_env, csv_without_timing, one_error_line, run, shown, write_params
+from helpers import TINY, cli_env, csv_without_timing, one_error_line, run, shown, write_params
 
 EXPERIMENT = "seed-seq2seq"
 PARAMS = {**TINY, "tasks": {"seed": TINY["tasks"]["seed"]}, "experiments": {EXPERIMENT: TINY["experiments"][EXPERIMENT]}}
