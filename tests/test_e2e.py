@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 from helpers import (
-    BIN,  # noqa: F401  test_model_kinds.py imports it from here
     GIT, SPLITS, TINY, check_training_run, cli_env, csv_without_timing, free_port, make_repo, mlflow_server,
     one_error_line, read_json, run, runs_by_name, shown, tracking_uri, without_timing, write_params,
 )

@@ -22,7 +22,7 @@ from pipeline.evaluate import predict_answers
 from pipeline.models import build_model, make_codec
 from pipeline.problems import split_problems
 from pipeline.train import seed_everything
-from test_e2e import BIN, cli_env, shown, tracking_uri  # pytest puts tests/ on sys.path
+from helpers import BIN, cli_env, shown, tracking_uri
 
 TASK = Task(terms=2, digits=2, train_size=300, val_size=30, test_size=30)
 UNITS = {"naive_lstm": (8,), "naive_mlp": (8, 4), "seq2seq": (16, 8), "digitwise": (16,), "attention": (16,),

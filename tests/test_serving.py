@@ -29,7 +29,8 @@ from mlflow.exceptions import MlflowException
 from pipeline.registry import beats, best_champion, register_and_crown, served_model_uri
 from pipeline.codec import CharCodec, Limits
 from pipeline.errors import AdderError
-from pipeline.serving import MAX_ERROR_CHARS, MAX_ROWS, ONE_COLUMN, SIGNATURE, AdderModel, guarded
+from pipeline.server import guarded
+from pipeline.serving import MAX_ERROR_CHARS, MAX_ROWS, ONE_COLUMN, SIGNATURE, AdderModel
 from helpers import BIN, CODEC, ExactModel, adder, candidate, cli_env, free_port, shown
 
 

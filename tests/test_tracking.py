@@ -18,6 +18,7 @@ import yaml
 from pipeline.registry import register_and_crown
 from pipeline import tracking
 from pipeline.config import parse_params
+from pipeline.kinds import kind
 from pipeline.errors import AdderError
 from helpers import BIN, GIT, PROJECT, Server, cli_env, free_port
 
@@ -64,24 +65,28 @@ def test_experiments_open_as_model_training_also_ones_made_before(registry, tmp_
 # run names and descriptions
 
 
+def words(exp_name: str, params) -> str:
+    return kind(params.experiment(exp_name).model).WORDS
+
+
 def test_description_says_what_the_run_is_compared_with(outside_dvc):
     params = parse_params(PARAMS)
-    onehot = tracking.run_description("add3-seq2seq-onehot", params)
+    onehot = tracking.run_description("add3-seq2seq-onehot", params, words("add3-seq2seq-onehot", params))
     assert onehot.startswith("The tutorial's model on 3-digit sums.\n\n**add3-seq2seq-onehot** learns `add3` "
                              "(2 operands of 1 to 3 digits joined by +; 100 training problems) with `seq2seq`")
     # The same task and model: the settings where they differ, with this run's values.
-    reversed_ = tracking.run_description("add3-seq2seq-integer_reversed", params)
+    reversed_ = tracking.run_description("add3-seq2seq-integer_reversed", params, words("add3-seq2seq-integer_reversed", params))
     assert "Compared with add3-seq2seq-onehot (same task and model): here encoding=integer, reverse=true." in reversed_
     assert "(units 100, 50; integer, reversed)" in reversed_
     # Another model on the same task; the only experiment of a task.
-    assert "Compares `digitwise` with `seq2seq` on the same problems" in tracking.run_description("add3-digitwise", params)
-    assert "The only experiment on `ops`." in tracking.run_description("ops-transformer", params)
-    assert "joined by +, - or *" in tracking.run_description("ops-transformer", params)
+    assert "Compares `digitwise` with `seq2seq` on the same problems" in tracking.run_description("add3-digitwise", params, words("add3-digitwise", params))
+    assert "The only experiment on `ops`." in tracking.run_description("ops-transformer", params, words("ops-transformer", params))
+    assert "joined by +, - or *" in tracking.run_description("ops-transformer", params, words("ops-transformer", params))
 
 
 def test_runs_outside_a_dvc_experiment_keep_the_experiment_name(outside_dvc, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    name, tags = tracking.training_run(tmp_path, "add3-digitwise", parse_params(PARAMS))
+    name, tags = tracking.training_run(tmp_path, "add3-digitwise", parse_params(PARAMS), kind("digitwise").WORDS)
     assert name == "add3-digitwise"
     assert (tags["task"], tags["model"], tags["framing"]) == ("add3", "digitwise", "digit columns")
     assert not {"dvc_experiment", "dvc_changes"} & set(tags)
@@ -100,7 +105,7 @@ def test_runs_in_a_dvc_experiment_are_named_after_it_and_what_it_changed(outside
     monkeypatch.setenv("DVC_EXP_NAME", "regal-aune")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", baseline)
 
-    name, tags = tracking.training_run(tmp_path, "add3-digitwise", parse_params(swept))
+    name, tags = tracking.training_run(tmp_path, "add3-digitwise", parse_params(swept), kind("digitwise").WORDS)
     assert name == "add3-digitwise units=[64] batch_size=256 (regal-aune)"
     assert tags["dvc_experiment"] == "regal-aune" and tags["dvc_baseline"] == baseline
     assert tags["dvc_changes"] == "units=[64] batch_size=256"
