@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,7 +31,7 @@ def train(experiment: str) -> None:
 
 
 @app.command()
-def evaluate(experiments: Annotated[Optional[list[str]], typer.Argument(help="[default: every experiment]")] = None) -> None:
+def evaluate(experiments: Annotated[list[str] | None, typer.Argument(help="[default: every experiment]")] = None) -> None:
     """Score EXPERIMENTS on their test splits into metrics/EXPERIMENT.json, Keras loaded once."""
     from pipeline.stages.evaluate import command
 
@@ -48,11 +48,11 @@ def compare() -> None:
 
 @app.command()
 def predict(
-    expression: Annotated[Optional[str], typer.Argument(help="e.g. 12+50")] = None,
-    model: Annotated[Optional[str], typer.Option(help="experiment name, model folder or MLflow model URI "
+    expression: Annotated[str | None, typer.Argument(help="e.g. 12+50")] = None,
+    model: Annotated[str | None, typer.Option(help="experiment name, model folder or MLflow model URI "
                                                       "[default: each line to the best trained sequence model "
                                                       "that accepts it]")] = None,
-    file: Annotated[Optional[str], typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
+    file: Annotated[str | None, typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
     steps: Annotated[bool, typer.Option("--steps", help="the model's worked steps under each answer "
                                                        "(a model trained with answer: steps)")] = False,
 ) -> None:
@@ -129,7 +129,7 @@ def decoded(line: bytes) -> str | AdderError:
 
 @app.command()
 def serve(
-    model: Annotated[Optional[str], typer.Argument(help="task, experiment or MLflow model URI "
+    model: Annotated[str | None, typer.Argument(help="task, experiment or MLflow model URI "
                                                         "[default: every task's champion, models:/adder-all@champion]")] = None,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
@@ -149,9 +149,9 @@ def serve(
 
 @app.command("retrain-report")
 def retrain_report(
-    base: Annotated[Optional[str], typer.Option(help="git revision to compare with [default: the merge-base with "
+    base: Annotated[str | None, typer.Option(help="git revision to compare with [default: the merge-base with "
                                                      "origin/$GITHUB_BASE_REF or origin/main; HEAD~1 on main itself]")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="markdown report [default: reports/retrain.md]")] = None,
+    out: Annotated[Path | None, typer.Option(help="markdown report [default: reports/retrain.md]")] = None,
     repro: Annotated[bool, typer.Option("--repro/--no-repro", help="run `dvc repro` first")] = True,
     promote: Annotated[bool, typer.Option(help="let champions move (CI: on the main branch only)")] = False,
 ) -> None:

@@ -10,7 +10,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.backend import BACKENDS, DEFAULT as DEFAULT_BACKEND
+from pipeline.backend import BACKENDS
+from pipeline.backend import DEFAULT as DEFAULT_BACKEND
 from pipeline.errors import AdderError
 from pipeline.expressions import OPERATIONS, count_forms, largest_magnitude
 

@@ -11,8 +11,17 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import AdderError
-from pipeline.serving import (MAX_BODY_BYTES, MAX_DRAIN_BYTES, MAX_ROWS, ONE_COLUMN, Refused, bounded, check_limits,
-                              not_a_string, shown)
+from pipeline.serving import (
+    MAX_BODY_BYTES,
+    MAX_DRAIN_BYTES,
+    MAX_ROWS,
+    ONE_COLUMN,
+    Refused,
+    bounded,
+    check_limits,
+    not_a_string,
+    shown,
+)
 
 FORMATS = ("inputs", "instances", "dataframe_split", "dataframe_records")  # MLflow's JSON request formats
 logger = logging.getLogger("uvicorn.error")

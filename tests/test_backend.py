@@ -13,12 +13,11 @@ from pathlib import Path
 
 import keras
 import pytest
+from helpers import PROJECT
 
 from pipeline import backend
 from pipeline.config import parse_params
 from pipeline.errors import AdderError
-from helpers import PROJECT
-
 
 
 def test_unknown_backend_names_the_allowed_ones():

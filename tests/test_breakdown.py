@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from pipeline.breakdown import (BREAKDOWNS, breakdown_metrics, breakdown_rows, breakdowns, column_borrows, column_carries,
-                                features, step_kind)
+from pipeline.breakdown import (
+    BREAKDOWNS,
+    breakdown_metrics,
+    breakdown_rows,
+    breakdowns,
+    column_borrows,
+    column_carries,
+    features,
+    step_kind,
+)
 
 
 @pytest.mark.parametrize(("operands", "carries"), [

@@ -6,16 +6,22 @@ import re
 
 import numpy as np
 import pytest
+from helpers import task_with
 
 from pipeline.codec import CharCodec, ColumnCodec, NumberCodec
 from pipeline.codec.matrices import (
-    char_matrix, number_chars, operand_digits, pad_operands, place_digits, right_aligned, row_cumsum,
+    char_matrix,
+    number_chars,
+    operand_digits,
+    pad_operands,
+    place_digits,
+    right_aligned,
+    row_cumsum,
 )
 from pipeline.digits import digit_columns
 from pipeline.errors import AdderError
 from pipeline.expressions import Limits
 from pipeline.problems import sample_problems
-from helpers import task_with
 
 task = task_with(terms=2, digits=3, train_size=1, val_size=1, test_size=1)
 TASKS = {

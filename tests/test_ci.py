@@ -14,12 +14,23 @@ from fnmatch import fnmatch
 import mlflow
 import pytest
 import yaml
+from helpers import (
+    BIN,
+    GIT,
+    PROJECT,
+    TINY,
+    candidate,
+    champion,
+    cli_env,
+    make_repo,
+    run,
+    shown,
+    tracking_uri,
+    write_params,
+)
 from packaging.specifiers import SpecifierSet
 
 from pipeline.registry import REGISTER, promote_held, register_and_crown, registration_on, registry_decision
-from helpers import (
-    BIN, GIT, PROJECT, TINY, candidate, champion, cli_env, make_repo, run, shown, tracking_uri, write_params,
-)
 
 WORKFLOWS = PROJECT / ".github" / "workflows"
 

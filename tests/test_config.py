@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import yaml
+from helpers import PROJECT, error_of
 from pydantic import ValidationError
 
 from pipeline.config import MODELS, Params, load_params, parse_params
 from pipeline.errors import AdderError
-from helpers import PROJECT, error_of
 
 REPO_PARAMS = PROJECT / "params.yaml"
 RAW = yaml.safe_load(REPO_PARAMS.read_text())

@@ -9,8 +9,8 @@ import pytest  # noqa: E402
 
 from pipeline.codec import Limits, TokenCodec  # noqa: E402
 from pipeline.config import Experiment  # noqa: E402
-from pipeline.evaluate import predict_answers  # noqa: E402
 from pipeline.decoding import by_passes, outputs  # noqa: E402
+from pipeline.evaluate import predict_answers  # noqa: E402
 from pipeline.models import build_model, make_codec  # noqa: E402
 
 ADD3 = Limits(2, 0, 999)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipeline.codec import ColumnCodec, Limits
-from pipeline.errors import AdderError
 from pipeline.digits import carry_steps, digit_columns, digits_to_text, long_problems
+from pipeline.errors import AdderError
 
 
 def test_digit_columns_least_significant_first():

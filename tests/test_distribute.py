@@ -14,13 +14,12 @@ import textwrap  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import PROJECT, without_clock  # noqa: E402
+from test_train import SPLITS, TASK  # noqa: E402  its tiny task; pytest puts tests/ on sys.path
 
 from pipeline.config import Experiment, parse_params  # noqa: E402
 from pipeline.errors import AdderError  # noqa: E402
 from pipeline.train import train  # noqa: E402
-
-from helpers import PROJECT, without_clock  # noqa: E402
-from test_train import SPLITS, TASK  # noqa: E402  its tiny task; pytest puts tests/ on sys.path
 
 SEQ2SEQ = Experiment(task="tiny", model="seq2seq", units=(8, 8), epochs=2, samples_per_epoch=20, batch_size=6)
 

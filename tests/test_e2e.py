@@ -23,10 +23,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from helpers import (
-    GIT, SPLITS, TINY, check_training_run, cli_env, csv_without_timing, free_port, make_repo, mlflow_server,
-    one_error_line, read_json, run, runs_by_name, shown, tracking_uri, without_timing, write_params,
+    GIT,
+    SPLITS,
+    TINY,
+    check_training_run,
+    cli_env,
+    csv_without_timing,
+    free_port,
+    make_repo,
+    mlflow_server,
+    one_error_line,
+    read_json,
+    run,
+    runs_by_name,
+    shown,
+    tracking_uri,
+    without_timing,
+    write_params,
 )
 
 TASKS = tuple(TINY["tasks"])

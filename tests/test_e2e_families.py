@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from pipeline.breakdown import BREAKDOWNS, SHARES
 from conftest import unavailable
 from helpers import BIN, GIT, PROJECT, make_repo, read_json, run, shown
+
+from pipeline.breakdown import BREAKDOWNS, SHARES
 
 # Headless Chromium as root on a machine without network: no sandbox, no background connections.
 CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

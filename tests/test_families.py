@@ -6,11 +6,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import task_with
 
 from pipeline.errors import AdderError
 from pipeline.expressions import Limits, bracket_spans, largest_magnitude
 from pipeline.problems import sample_problems, split_problems
-from helpers import task_with
 
 TOKENS = re.compile(r"[0-9]+|[-+*()]")
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from helpers import BIN, adder, cli_env, mlflow_server, one_error_line, shown
+from test_serving import EXPERIMENT, TASK, TINY  # its tiny project; pytest puts tests/ on sys.path
 
 from pipeline.errors import AdderError
 from pipeline.model_folder import STAGING, verified
-from helpers import BIN, adder, cli_env, mlflow_server, one_error_line, shown
-from test_serving import EXPERIMENT, TASK, TINY  # its tiny project; pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.e2e
 SLOW = {**TINY, "experiments": {EXPERIMENT: {**TINY["experiments"][EXPERIMENT], "epochs": 30}}}  # time to kill it

@@ -6,15 +6,15 @@ sums exactly (helpers.ExactModel), so no Keras is needed."""
 from __future__ import annotations
 
 import pytest
-from mlflow.exceptions import MlflowException
+from helpers import CODEC, ExactModel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mlflow.exceptions import MlflowException
 
 from pipeline.codec import CharCodec
 from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS, Limits
 from pipeline.serving import AdderModel
-from helpers import CODEC, ExactModel
 
 LIMITS = [Limits(terms=2, low=0, high=99), Limits(terms=2, low=1, high=10), Limits(terms=3, low=0, high=999, min_terms=2),
           Limits(terms=2, low=0, high=99, ops="+-*"), Limits(terms=4, low=0, high=99, ops="+-*", brackets=True)]

@@ -11,10 +11,10 @@ import subprocess
 import tomllib
 
 import pytest
+from helpers import PROJECT
 from packaging.requirements import Requirement
 
 from pipeline import tracking
-from helpers import PROJECT
 
 PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
 TENSORFLOWS = {"tensorflow", "tensorflow-cpu"}  # distributions that install the module `tensorflow`

@@ -14,6 +14,7 @@ import sysconfig
 
 import pytest
 import yaml
+from helpers import BIN, cli_env, shown, tracking_uri
 
 from pipeline import model_folder
 from pipeline.codec import Limits, save_codec
@@ -22,7 +23,6 @@ from pipeline.evaluate import predict_answers
 from pipeline.models import build_model, make_codec
 from pipeline.problems import split_problems
 from pipeline.train import seed_everything
-from helpers import BIN, cli_env, shown, tracking_uri
 
 TASK = Task(terms=2, digits=2, train_size=300, val_size=30, test_size=30)
 UNITS = {"naive_lstm": (8,), "naive_mlp": (8, 4), "seq2seq": (16, 8), "digitwise": (16,), "attention": (16,),

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import CODEC, ExactModel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -20,7 +21,6 @@ from pipeline.errors import AdderError
 from pipeline.expressions import Limits
 from pipeline.model_folder import publish, verified
 from pipeline.predict import Predictor, Predictors
-from helpers import CODEC, ExactModel
 
 SEPARATORS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 lines = st.one_of(st.sampled_from(["12+50", "1+1", "99+99", " 7 + 8 ", "", "x", "123+4"]),

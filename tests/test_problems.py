@@ -4,14 +4,27 @@ import hashlib
 
 import numpy as np
 import pytest
+from helpers import PROJECT, task_with
 
 from pipeline.config import load_params
 from pipeline.errors import AdderError
 from pipeline.problems import (
-    HEADER, Problems, distinct_problems, join_sums, keras_draw_bound, keras_operands, leading_digits, number_widths,
-    overlap, read_csv, sample_operands, sample_problems, split_problems, to_problems, write_csv,
+    HEADER,
+    Problems,
+    distinct_problems,
+    join_sums,
+    keras_draw_bound,
+    keras_operands,
+    leading_digits,
+    number_widths,
+    overlap,
+    read_csv,
+    sample_operands,
+    sample_problems,
+    split_problems,
+    to_problems,
+    write_csv,
 )
-from helpers import PROJECT, task_with
 
 PARAMS = load_params(PROJECT / "params.yaml")
 task = task_with(terms=2, min_value=1, max_value=100, train_size=300, val_size=50, test_size=50)

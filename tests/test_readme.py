@@ -8,7 +8,6 @@ import re
 
 import pytest
 import yaml
-
 from helpers import PROJECT
 
 COLUMNS = {"exact match": "exact_match", "char accuracy": "char_accuracy", "RMSE": "rmse"}

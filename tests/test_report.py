@@ -1,10 +1,10 @@
 """The comparison report: table columns, breakdown tables and figures from hand-made metrics."""
 
 import pandas as pd
+from helpers import PROJECT
 
 from pipeline.config import load_params
 from pipeline.report import comparison_table, plot_tables, write_figures
-from helpers import PROJECT
 
 PARAMS = load_params(PROJECT / "params.yaml")
 

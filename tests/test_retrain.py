@@ -9,14 +9,24 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from helpers import (
+    GIT,
+    TINY,
+    candidate,
+    champion,
+    cli_env,
+    make_repo,
+    one_error_line,
+    read_json,
+    run,
+    shown,
+    write_params,
+)
 
-from pipeline.registry import promote_held, registry_decision
 from pipeline import retrain
 from pipeline.errors import AdderError
+from pipeline.registry import promote_held, registry_decision
 from pipeline.retrain import Comparison, render
-from helpers import (
-    GIT, TINY, candidate, champion, cli_env, make_repo, one_error_line, read_json, run, shown, write_params,
-)
 
 # --------------------------------------------------------------------------------------------------
 # rendering

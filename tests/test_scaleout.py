@@ -20,11 +20,22 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import unavailable
 from helpers import (
-    BIN, GIT, PROJECT, TINY, check_training_run, cli_env, free_port, make_repo, mlflow_server, read_json,
-    run, runs_by_name, shown, tracking_uri,
+    BIN,
+    GIT,
+    PROJECT,
+    TINY,
+    check_training_run,
+    cli_env,
+    free_port,
+    make_repo,
+    mlflow_server,
+    read_json,
+    run,
+    runs_by_name,
+    shown,
+    tracking_uri,
 )
 
 # One task and one sequence experiment of helpers.TINY: a run, a logged model, a registered version.

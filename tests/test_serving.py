@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import BIN, CODEC, ExactModel, adder, candidate, cli_env, free_port, shown
 from mlflow.exceptions import MlflowException
 
-from pipeline.registry import beats, best_champion, register_and_crown, served_model_uri
 from pipeline.codec import CharCodec, Limits
 from pipeline.errors import AdderError
+from pipeline.registry import beats, best_champion, register_and_crown, served_model_uri
 from pipeline.server import guarded
 from pipeline.serving import MAX_ERROR_CHARS, MAX_ROWS, ONE_COLUMN, SIGNATURE, AdderModel
-from helpers import BIN, CODEC, ExactModel, adder, candidate, cli_env, free_port, shown
 
 
 def served() -> AdderModel:
@@ -372,8 +372,8 @@ def members(project: Path) -> list[tuple[str, object, object]]:
 def expected_rows(project: Path, expressions: list[str]) -> dict[str, dict]:
     """The row the endpoint owes each expression: the first member whose grammar accepts it answers it, as
     its model answers it here; the others are refused (their error is checked in the test)."""
-    from pipeline.evaluate import predict_answers
     from pipeline.errors import AdderError
+    from pipeline.evaluate import predict_answers
 
     rows = {}
     served = members(project)

@@ -9,14 +9,14 @@ import re
 
 import pytest
 import requests
+from helpers import CODEC, ExactModel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_serving import stand_in  # noqa: F401  the fixture; pytest puts tests/ on sys.path
 
 from pipeline.codec import CharCodec
 from pipeline.expressions import Limits
 from pipeline.serving import AdderModel, not_a_string
-from helpers import CODEC, ExactModel
-from test_serving import stand_in  # noqa: F401  the fixture; pytest puts tests/ on sys.path
 
 # Every character str.splitlines splits on, and \r\n.
 SEPARATORS = ["\r", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]

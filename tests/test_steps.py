@@ -4,10 +4,10 @@ import re
 
 import numpy as np
 import pytest
+from helpers import PROJECT
 
 from pipeline.config import load_params
 from pipeline.problems import STEP_SEPARATOR, read_csv, reduction_chain, split_problems, write_csv
-from helpers import PROJECT
 
 NUMBER = re.compile(r"\d+")
 PARAMS = load_params(PROJECT / "params.yaml")

@@ -6,12 +6,12 @@ import copy
 import numpy as np
 import pytest
 import yaml
+from helpers import PROJECT, error_of
 
 from pipeline.config import load_params, parse_params
 from pipeline.errors import AdderError
 from pipeline.stats import aggregate, difference
 from pipeline.studies import correct_matrix, seeds_section, studies_section
-from helpers import PROJECT, error_of
 
 RAW = yaml.safe_load((PROJECT / "params.yaml").read_text())
 BASE = {"task": "add3", "model": "seq2seq", "units": [100, 50], "epochs": 1, "batch_size": 8}

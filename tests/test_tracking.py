@@ -14,13 +14,13 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from helpers import BIN, GIT, PROJECT, Server, cli_env, free_port
 
-from pipeline.registry import register_and_crown
 from pipeline import tracking
 from pipeline.config import parse_params
-from pipeline.kinds import kind
 from pipeline.errors import AdderError
-from helpers import BIN, GIT, PROJECT, Server, cli_env, free_port
+from pipeline.kinds import kind
+from pipeline.registry import register_and_crown
 
 PARAMS = {
     "seed": 1,

@@ -6,11 +6,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import without_clock  # noqa: E402
 
 from pipeline.config import Experiment, Task  # noqa: E402
 from pipeline.problems import split_problems  # noqa: E402
 from pipeline.train import EpochBatches, by_width, draw_chances, epoch_indices, steps_per_execution, train  # noqa: E402
-from helpers import without_clock  # noqa: E402
 
 TASK = Task(terms=2, min_value=1, max_value=10, train_size=60, val_size=20, test_size=1)
 SPLITS = split_problems(TASK, 0)

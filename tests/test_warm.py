@@ -13,9 +13,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import TINY, cli_env, csv_without_timing, one_error_line, run, shown, write_params
 
 from pipeline import warm
-from helpers import TINY, cli_env, csv_without_timing, one_error_line, run, shown, write_params
 
 EXPERIMENT = "seed-seq2seq"
 PARAMS = {**TINY, "tasks": {"seed": TINY["tasks"]["seed"]}, "experiments": {EXPERIMENT: TINY["experiments"][EXPERIMENT]}}

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline import backend, model_folder, problems, registry, tracking
-from pipeline.command import arguments, run_command
 from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
+from pipeline.codec import NumberCodec, accepting, lengths_in, save_codec
+from pipeline.command import arguments, run_command
 from pipeline.config import Params, load_params, project_root
 from pipeline.model_folder import load_trained
-from pipeline.codec import NumberCodec, accepting, lengths_in, save_codec
-from pipeline.serving import log_serving_model
 from pipeline.seeds import log_seed_runs, over_seeds, per_seed
+from pipeline.serving import log_serving_model
 from pipeline.stages.files import write_json
 
 SAMPLE_ROWS = 50

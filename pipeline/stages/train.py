@@ -10,13 +10,13 @@ import mlflow
 import pandas as pd
 
 from pipeline import backend, model_folder, problems, tracking
-from pipeline.command import arguments, run_command
 from pipeline.codec import codec_spec, save_codec
+from pipeline.command import arguments, run_command
 from pipeline.config import load_params, project_root
 from pipeline.kinds import kind
 from pipeline.seeds import chosen_seed, seed_folder
-from pipeline.stats import aggregate
 from pipeline.stages.files import write_rows
+from pipeline.stats import aggregate
 
 
 def progress(exp_name: str, epochs: int):
