@@ -81,7 +81,8 @@ def first_wrong(expected: list[str], written: list[str]) -> str:
     return "none" if len(written) == len(expected) else "answer"
 
 
-def step_features(text: str, answer: str, steps: str, predicted: str, worked: str) -> tuple[str, list[tuple[str, bool]]]:
+def step_features(text: str, answer: str, steps: str, predicted: str,
+                  worked: str) -> tuple[str, list[tuple[str, bool]]]:
     """A problem's first wrong step, and each of its steps' kind and whether it was written right."""
     expected = [*(steps.split(STEP_SEPARATOR) if steps else []), answer]
     written = [*(worked.split(STEP_SEPARATOR) if worked else []), predicted]
@@ -119,7 +120,8 @@ def breakdowns(texts, answers, predicted, steps=None, worked=None) -> dict[str, 
 
 def breakdown_rows(result: dict) -> list[dict]:
     """The breakdowns as flat rows: breakdown, group, count, exact_match."""
-    return [{"breakdown": name, "group": group, **cell} for name, groups in result.items() for group, cell in groups.items()]
+    return [{"breakdown": name, "group": group, **cell}
+            for name, groups in result.items() for group, cell in groups.items()]
 
 
 def group_figures(name: str, groups: dict) -> dict[str, float]:

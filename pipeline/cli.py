@@ -31,7 +31,9 @@ def train(experiment: str) -> None:
 
 
 @app.command()
-def evaluate(experiments: Annotated[list[str] | None, typer.Argument(help="[default: every experiment]")] = None) -> None:
+def evaluate(
+    experiments: Annotated[list[str] | None, typer.Argument(help="[default: every experiment]")] = None,
+) -> None:
     """Score EXPERIMENTS on their test splits into metrics/EXPERIMENT.json, Keras loaded once."""
     from pipeline.stages.evaluate import command
 
@@ -129,8 +131,9 @@ def decoded(line: bytes) -> str | AdderError:
 
 @app.command()
 def serve(
-    model: Annotated[str | None, typer.Argument(help="task, experiment or MLflow model URI "
-                                                        "[default: every task's champion, models:/adder-all@champion]")] = None,
+    model: Annotated[str | None, typer.Argument(
+        help="task, experiment or MLflow model URI [default: every task's champion, models:/adder-all@champion]",
+    )] = None,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
 ) -> None:
@@ -149,8 +152,10 @@ def serve(
 
 @app.command("retrain-report")
 def retrain_report(
-    base: Annotated[str | None, typer.Option(help="git revision to compare with [default: the merge-base with "
-                                                     "origin/$GITHUB_BASE_REF or origin/main; HEAD~1 on main itself]")] = None,
+    base: Annotated[str | None, typer.Option(
+        help="git revision to compare with [default: the merge-base with origin/$GITHUB_BASE_REF or origin/main; "
+             "HEAD~1 on main itself]",
+    )] = None,
     out: Annotated[Path | None, typer.Option(help="markdown report [default: reports/retrain.md]")] = None,
     repro: Annotated[bool, typer.Option("--repro/--no-repro", help="run `dvc repro` first")] = True,
     promote: Annotated[bool, typer.Option(help="let champions move (CI: on the main branch only)")] = False,

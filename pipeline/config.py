@@ -19,7 +19,8 @@ PARAMS_FILE = "params.yaml"
 MODELS = ("naive_lstm", "naive_mlp", "seq2seq", "digitwise", "attention", "transformer")
 NUMBER_MODELS = ("naive_lstm", "naive_mlp")  # operands as numbers: plain sums of a fixed number of terms
 SEQUENCE_MODELS = ("seq2seq", "digitwise", "attention", "transformer")
-FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}  # input framings without options
+# Input framings without options.
+FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}
 DECODER_MODELS = ("attention", "transformer")  # fed their own previous output: they write answers of any length
 ANSWERS = ("plain", "reversed", "steps")
 MILESTONES = (0.99, 0.999)  # held-out exact match levels whose time to reach is recorded
@@ -200,7 +201,8 @@ class Params(Strict):
                 raise ValueError(f"experiments.{name}.task: {exp.task!r} is not a task; known: {', '.join(self.tasks)}")
             pattern = rf"{re.escape(exp.task)}-{exp.model}(-[a-z0-9_]+)?"
             task = self.tasks[exp.task]
-            if exp.model in NUMBER_MODELS and (task.ops != "+" or task.brackets or (task.min_terms or task.terms) != task.terms):
+            plain_sums = task.ops == "+" and not task.brackets and (task.min_terms or task.terms) == task.terms
+            if exp.model in NUMBER_MODELS and not plain_sums:
                 raise ValueError(f"experiments.{name}.model: {exp.model} reads a fixed number of operands to add; "
                                  f"task {exp.task!r} has other operations, brackets or a varying number of terms")
             if exp.model == "digitwise" and (task.ops != "+" or task.brackets):
@@ -211,7 +213,8 @@ class Params(Strict):
                     raise ValueError(f"experiments.{name}.oversample: {op!r} is not an operation of task {exp.task!r} "
                                      f"(its ops: {' '.join(task.ops)})")
             if not re.fullmatch(pattern, name):
-                raise ValueError(f"experiment name {name!r}: must be <task>-<model>[-variant], here {exp.task}-{exp.model}[-...]")
+                raise ValueError(f"experiment name {name!r}: must be <task>-<model>[-variant], "
+                                 f"here {exp.task}-{exp.model}[-...]")
         for name in self.studies:
             self.study_setting(name)
         return self
@@ -272,7 +275,8 @@ def describe(error: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        section = {"tasks": Task, "experiments": Experiment}.get(first["loc"][0], Params) if len(first["loc"]) > 1 else Params
+        nested = len(first["loc"]) > 1
+        section = {"tasks": Task, "experiments": Experiment}.get(first["loc"][0], Params) if nested else Params
         return f"{where}: unknown key; allowed: {', '.join(section.model_fields)}"
     got = "" if first["type"] in ("missing", "value_error") else f" (got {first['input']!r})"
     return f"{where + ': ' if where else ''}{message}{got}"

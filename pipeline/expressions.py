@@ -109,23 +109,41 @@ class Limits:
 
     def check(self, expression: str) -> str:
         """The expression in canonical form (no spaces, no leading zeros), or an AdderError saying what is wrong."""
-        shown = expression if len(expression) <= 40 else expression[:37] + "..."
+        quoted = shown(expression)
         if len(expression) > MAX_EXPRESSION_CHARS:
-            raise AdderError(f"expression of {len(expression):,} characters is too long ({shown!r})")
+            raise AdderError(f"expression of {len(expression):,} characters is too long ({quoted})")
         if not expression.strip():
             raise AdderError("empty expression")
         parsed = parse(expression.strip(), self.ops, self.brackets)
         if parsed is None:
-            raise AdderError(f"malformed expression {shown!r}: {self.grammar()}")
+            raise AdderError(f"malformed expression {quoted}: {self.grammar()}")
         operands, ops, span = parsed
         if not self.fewest_terms <= len(operands) <= self.terms:
             trained = f"{self.fewest_terms}..{self.terms}" if self.fewest_terms < self.terms else f"{self.terms}"
-            raise AdderError(f"{shown!r} has {len(operands)} terms; this model was trained on {trained}")
+            raise AdderError(f"{quoted} has {len(operands)} terms; this model was trained on {trained}")
         if span is not None and span not in bracket_spans(len(operands)):
-            raise AdderError(f"{shown!r}: brackets must enclose two or more terms but not all of them")
+            raise AdderError(f"{quoted}: brackets must enclose two or more terms but not all of them")
         if not all(self.low <= v <= self.high for v in operands):
-            raise AdderError(f"{shown!r}: operands must {self.operand_range} for this model")
+            raise AdderError(f"{quoted}: operands must {self.operand_range} for this model")
         return render(operands, ops, span)
+
+
+def shown(expression: str, chars: int = 40) -> str:
+    """The expression quoted, cut to `chars` characters: an error never echoes a long input whole."""
+    return repr(expression if len(expression) <= chars else expression[: chars - 3] + "...")
+
+
+def refusal(expression: str, refusals: list[tuple[str, str]], models: str = "model") -> str:
+    """Why no model accepts expression, from each (name, reason): one model's reason as it is; of several,
+    those that parsed the expression (wrong size or range), else that none of their grammars accepts it."""
+    if len(refusals) == 1:
+        return refusals[0][1]
+    specific = [f"{name}: {reason}" for name, reason in refusals if not reason.startswith(("malformed", "empty"))]
+    if specific:
+        return "; ".join(specific)
+    if not expression.strip():
+        return "empty expression"
+    return f"malformed expression {shown(expression)}: no {models}'s grammar accepts it"
 
 
 def parse(text: str, allowed_ops: str, brackets: bool) -> tuple[list[int], list[str], tuple[int, int] | None] | None:

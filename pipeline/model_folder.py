@@ -56,7 +56,8 @@ def alive(staging: Path) -> bool:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FILES if (folder / name).is_file()}
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in FILES if (folder / name).is_file()}
 
 
 def publish(staging: Path, info: dict, out: Path) -> None:

@@ -22,7 +22,8 @@ def learning_rate(exp: Experiment, total_steps: int):
     rate, warmup = exp.learning_rate, total_steps * exp.warmup_epochs // exp.epochs
     if not warmup:
         return rate if exp.schedule == "constant" else keras.optimizers.schedules.CosineDecay(rate, total_steps)
-    return keras.optimizers.schedules.CosineDecay(rate / 10, total_steps - warmup, warmup_target=rate, warmup_steps=warmup,
+    return keras.optimizers.schedules.CosineDecay(rate / 10, total_steps - warmup, warmup_target=rate,
+                                                   warmup_steps=warmup,
                                                    alpha=1.0 if exp.schedule == "constant" else 0.0)
 
 

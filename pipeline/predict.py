@@ -12,6 +12,7 @@ import pandas as pd
 from pipeline.codec import Codec, NumberCodec, accepting, codec_of, lengths_in
 from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers
+from pipeline.expressions import refusal
 from pipeline.model_folder import NAME, experiment_folder, load_keras, read_codec, verified
 
 
@@ -49,19 +50,7 @@ class Predictors:
                 return member, member.codec.check(expression)
             except AdderError as e:
                 refusals.append((Path(member.source).name, str(e)))
-        return AdderError(refusal(expression, refusals))
-
-
-def refusal(expression: str, refusals: list[tuple[str, str]]) -> str:
-    """One model's reason as it is; of several, those that parsed the expression (wrong size or range),
-    else that none of their grammars accepts it."""
-    if len(refusals) == 1:
-        return refusals[0][1]
-    specific = [f"{name}: {reason}" for name, reason in refusals if not reason.startswith(("malformed", "empty"))]
-    if specific:
-        return "; ".join(specific)
-    shown = expression if len(expression) <= 40 else expression[:37] + "..."
-    return "empty expression" if not expression.strip() else f"malformed expression {shown!r}: no trained model's grammar accepts it"
+        return AdderError(refusal(expression, refusals, "trained model"))
 
 
 def published(root: Path, steps: bool = False) -> Predictors:
@@ -150,7 +139,7 @@ def loaded_from(local: Path, uri: str) -> Predictor:
     if len(list((local / "artifacts").rglob("*.keras"))) > 1:  # adder-all: one champion per task
         raise AdderError(f"{uri} serves several models, one per task: serve it (adder serve), or predict with "
                          "one task's champion, --model models:/adder-<task>@champion")
-    if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec as saved
+    if (local / "artifacts" / "model.keras").is_file():  # a `serving` pyfunc (a champion): Keras file and codec
         model = load_keras(local / "artifacts" / "model.keras")
         return Predictor(read_codec(local / "artifacts" / "codec.json"), uri, lambda: model)
     codec = mlflow.models.Model.load(str(local)).metadata or {}

@@ -337,7 +337,8 @@ def distinct_problems(task: Task, n: int, rng: np.random.Generator, max_rounds: 
         pool = pool.take(first)
         if len(pool) >= n:
             return pool.take(np.arange(n))
-    raise AdderError(f"found only {len(pool)} distinct problems of the {n} asked for after {max_rounds} rounds of sampling")
+    raise AdderError(f"found only {len(pool)} distinct problems of the {n} asked for "
+                     f"after {max_rounds} rounds of sampling")
 
 
 def split_problems(task: Task, seed: int) -> dict[str, Problems]:
@@ -366,7 +367,7 @@ def overlap(train: Problems, other: Problems) -> float:
 
 
 def write_csv(problems: Problems, path: Path) -> str:
-    """Writes problems as CSV (with a steps column where they have steps) and returns the sha256 of the bytes written."""
+    """Writes problems as CSV (with a steps column where they have steps); returns the sha256 of the bytes."""
     lines = np.char.add(np.char.add(problems.text, ","), problems.answer.astype(str))
     header = HEADER
     if problems.steps is not None:

@@ -165,7 +165,8 @@ def crown(client, name: str, version: str | None, champion: dict | None, exact_m
 SETTLE_TRIES = 20
 
 
-def settle_champion(client, name: str, candidate: str, exact_match: float, test_sha256: str) -> tuple[dict, dict | None]:
+def settle_champion(client, name: str, candidate: str, exact_match: float,
+                    test_sha256: str) -> tuple[dict, dict | None]:
     """Points the alias at the best version scored on this test set (candidate, or one registered with
     promotion on: not "held") until a read-back agrees; returns the champion it settled on, and the one
     the last move replaced (None if there was none, or the alias already agreed)."""

@@ -93,7 +93,8 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
     tab20 = plt.get_cmap("tab20").colors
     colours = tab20[::2] + tab20[1::2]  # ten distinct hues first, then their lighter shades
     for i, (name, frame) in enumerate(curves.items()):
-        style = dict(color=colours[i % len(colours)], linestyle="-" if i < len(colours) else "--", linewidth=1.6, label=name)
+        style = dict(color=colours[i % len(colours)], linestyle="-" if i < len(colours) else "--", linewidth=1.6,
+                     label=name)
         axes[0].plot(frame["epoch"], frame["val_exact_match"], **style)
         if "seconds" in frame:
             axes[1].plot(frame["seconds"], frame["val_exact_match"], **style)
@@ -119,13 +120,15 @@ def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(frame.columns) + 2.5, 1.2 + 0.45 * len(frame)), layout="constrained")
+    size = (2.5 + 0.9 * len(frame.columns) + 2.5, 1.2 + 0.45 * len(frame))
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
     cmap = "Blues" if name in SHARES else "RdYlGn"  # a share is neither good nor bad
     image = ax.imshow(frame.to_numpy(dtype=float), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(frame.columns)), frame.columns)
     ax.set_yticks(range(len(frame)), frame.index)
     for (row, column), value in np.ndenumerate(frame.to_numpy(dtype=float)):
-        dark = not np.isnan(value) and (value > 0.5 if name in SHARES else not 0.15 < value < 0.85)  # white reads better
+        # White text reads better on the dark cells.
+        dark = not np.isnan(value) and (value > 0.5 if name in SHARES else not 0.15 < value < 0.85)
         ax.text(column, row, "–" if np.isnan(value) else f"{value:.1%}", ha="center", va="center", fontsize=8,
                 color="white" if dark else "black")
     ax.set_xlabel(TITLES[name])

@@ -143,8 +143,12 @@ class Comparison:
     run_url: str | None = None  # the CI run whose artifacts hold the figures
 
 
+HEADLINE = ("exact_match", "char_accuracy", "rmse")
+LENGTH = re.compile(r"exact_match_\d+_digits")
+
+
 def is_headline(metric: str) -> bool:
-    return metric in ("exact_match", "char_accuracy", "rmse") or re.fullmatch(r"exact_match_\d+_digits", metric) is not None
+    return metric in HEADLINE or LENGTH.fullmatch(metric) is not None
 
 
 def is_timing(metric: str) -> bool:
@@ -155,12 +159,12 @@ def is_timing(metric: str) -> bool:
 
 def is_fraction(metric: str) -> bool:
     last = metric.split(".")[-1]
-    return last in ("exact_match", "char_accuracy", "overlap_test") or re.fullmatch(r"exact_match_\d+_digits", last) is not None
+    return last in ("exact_match", "char_accuracy", "overlap_test") or LENGTH.fullmatch(last) is not None
 
 
 def metric_order(metric: str) -> tuple:
     """Headline metrics in reading order (exact match first), then the rest with numbers sorted as numbers."""
-    rank = ("exact_match", "char_accuracy", "rmse").index(metric) if metric in ("exact_match", "char_accuracy", "rmse") else 3
+    rank = HEADLINE.index(metric) if metric in HEADLINE else len(HEADLINE)
     return rank, [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", metric)]
 
 
@@ -320,7 +324,8 @@ def github_run_url() -> str | None:
     return f"{parts[0]}/{parts[1]}/actions/runs/{parts[2]}" if all(parts) else None
 
 
-def retrain_report(root: Path, base: str | None, out: Path, run_repro: bool = True, promote: bool = False) -> Comparison:
+def retrain_report(root: Path, base: str | None, out: Path, run_repro: bool = True,
+                   promote: bool = False) -> Comparison:
     """Runs the whole command; writes the report to `out` (and to $GITHUB_STEP_SUMMARY when set)."""
     base_commit, base_name = resolve_base(root, base)  # before the long repro: a bad base fails now
     if run_repro:

@@ -11,6 +11,7 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import AdderError
+from pipeline.expressions import shown
 from pipeline.serving import (
     MAX_BODY_BYTES,
     MAX_DRAIN_BYTES,
@@ -20,7 +21,6 @@ from pipeline.serving import (
     bounded,
     check_limits,
     not_a_string,
-    shown,
 )
 
 FORMATS = ("inputs", "instances", "dataframe_split", "dataframe_records")  # MLflow's JSON request formats

@@ -20,7 +20,7 @@ from mlflow.types import ColSpec, Schema
 from pipeline import tracking
 from pipeline.codec import Codec, load_codec
 from pipeline.errors import AdderError
-from pipeline.expressions import MAX_EXPRESSION_CHARS
+from pipeline.expressions import MAX_EXPRESSION_CHARS, refusal, shown
 
 # One unnamed string column in: MLflow then accepts a plain list (["12+50"]) as well as a DataFrame.
 # One row out per expression: its answer, or the error that refused it, and the model that answered.
@@ -29,7 +29,6 @@ SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]),
                                            for name in ("answer", "error", "model")]))
 MAX_ROWS = 1_000  # per request; more is a 413 before any model runs
 MAX_BODY_BYTES = 1 << 20  # `adder serve` refuses a larger request body (413) before reading it into JSON
-SHOWN_CHARS = 40  # an error quotes at most this much of an expression
 MAX_ERROR_CHARS = 200  # a row's error or a refusal is cut to this: 1,000 refused rows answer in well under 1 MB
 MAX_DRAIN_BYTES = 64 << 20  # a body over MAX_BODY_BYTES is read and dropped up to this, so the client reads the 413
 ONE_COLUMN = "the model takes one column of expressions (one string per row)"
@@ -54,10 +53,6 @@ class Refused(MlflowException):
 
     def get_http_status_code(self) -> int:
         return self.status
-
-
-def shown(expression: str) -> str:
-    return repr(expression if len(expression) <= SHOWN_CHARS else expression[:SHOWN_CHARS - 3] + "...")
 
 
 def bounded(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -103,7 +98,8 @@ class AdderModel(mlflow.pyfunc.PythonModel):
         kind("transformer")  # registers its custom layers (PositionalEmbedding, TransformerBlock) before loading
 
         members = getattr(self, "members", None) or [{"name": "model", "prefix": ""}]
-        self.ready([(member["name"], keras.models.load_model(context.artifacts[f"{member['prefix']}model"], compile=False),
+        self.ready([(member["name"],
+                     keras.models.load_model(context.artifacts[f"{member['prefix']}model"], compile=False),
                      load_codec(Path(context.artifacts[f"{member['prefix']}codec"]))) for member in members])
 
     def ready(self, served: list[tuple[str, object, Codec]]) -> AdderModel:
@@ -120,7 +116,7 @@ class AdderModel(mlflow.pyfunc.PythonModel):
         check_limits(expressions)
         routed = [self.route(expression) for expression in expressions]
         answers: list = [None] * len(routed)
-        for member, (name, model, codec) in enumerate(self.served):
+        for member, (_, model, codec) in enumerate(self.served):
             rows = [row for row, (chosen, _) in enumerate(routed) if chosen == member]
             if rows:
                 with self.lock:
@@ -141,18 +137,7 @@ class AdderModel(mlflow.pyfunc.PythonModel):
                 return member, codec.check(expression)
             except AdderError as e:
                 refusals.append((name, str(e)))
-        return None, refusal(expression, refusals)
-
-
-def refusal(expression: str, refusals: list[tuple[str, str]]) -> str:
-    """One member's reason as it is; of several, those that parsed the expression (wrong size or range),
-    else that none of their grammars accepts it."""
-    if len(refusals) == 1:
-        return refusals[0][1]
-    specific = [f"{name}: {reason}" for name, reason in refusals if not reason.startswith(("malformed", "empty"))]
-    if specific:
-        return "; ".join(specific)
-    return "empty expression" if not expression.strip() else f"malformed expression {shown(expression)}: no served model's grammar accepts it"
+        return None, refusal(expression, refusals, "served model")
 
 
 def expressions_of(model_input) -> list:

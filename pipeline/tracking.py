@@ -82,7 +82,8 @@ def check_server(uri: str) -> None:
                 raise AdderError(f"MLflow tracking server {uri} answered {endpoint} with HTTP {response.status_code}; "
                                  "is it an MLflow server?")
     except (requests.RequestException, mlflow.exceptions.MlflowException) as e:
-        cause = type(e.__cause__ or e).__name__ if isinstance(e, mlflow.exceptions.MlflowException) else type(e).__name__
+        wrapped = isinstance(e, mlflow.exceptions.MlflowException)
+        cause = type(e.__cause__ or e).__name__ if wrapped else type(e).__name__
         raise AdderError(f"MLflow tracking server {uri} is unreachable ({cause}); "
                          "start it or unset MLFLOW_TRACKING_URI") from None
 
@@ -181,7 +182,8 @@ def experiment_changes(root: Path, exp_name: str) -> dict:
         return {}
     before = settings_of(yaml.safe_load(shown.stdout) or {}, exp_name)
     now = settings_of(yaml.safe_load((root / PARAMS_FILE).read_text()) or {}, exp_name)
-    return {key: now.get(key) for key in [*now, *(k for k in before if k not in now)] if before.get(key) != now.get(key)}
+    keys = [*now, *(k for k in before if k not in now)]
+    return {key: now.get(key) for key in keys if before.get(key) != now.get(key)}
 
 
 def settings_of(raw: dict, exp_name: str) -> dict:
@@ -333,7 +335,8 @@ def log_dataset(frame: pd.DataFrame, root: Path, path: Path, context: str):
     with warnings.catch_warnings():  # the stage's stderr holds errors only
         # MLflow registers its local-file source twice, then warns that a path fits both.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # answers are never missing
+        # Answers are never missing: the hint about integer columns does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         dataset = mlflow.data.from_pandas(frame, source=path.relative_to(root).as_posix(),
                                           name=f"{path.parent.name}-{path.stem}", digest=digest)
         log_input_once_stored(dataset, context)

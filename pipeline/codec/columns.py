@@ -52,7 +52,8 @@ class ColumnCodec(Checked):
         answers = np.asarray(answers)
         if answers.dtype.kind in "iu" and (answers >= 0).all():
             return place_digits(answers, self.train_steps)
-        return digits.digit_columns(answers.astype(str), self.train_steps)[:, :, 0]  # strings, negatives: as digit_columns reads them
+        # Strings, negatives: as digit_columns reads them.
+        return digits.digit_columns(answers.astype(str), self.train_steps)[:, :, 0]
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         return digits.digits_to_text(outputs.argmax(axis=-1).astype(np.int8))

@@ -131,7 +131,8 @@ class TokenCodec(CharCodec):
         fits = np.strings.str_len(self.target_text(answers, steps)) < self.out_steps  # a longer one is never written
         if not fits.any():
             return 0.0
-        (x, decoder_inputs), targets = self.training_pair(texts[fits], answers[fits], None if steps is None else steps[fits])
+        (x, decoder_inputs), targets = self.training_pair(texts[fits], answers[fits],
+                                                          None if steps is None else steps[fits])
         predicted = run_batches(model, [x, decoder_inputs]).argmax(axis=-1)
         counted = np.arange(targets.shape[1]) < self.target_widths(targets)[:, None]
         return float(((predicted == targets) | ~counted).all(axis=1).sum() / len(fits))

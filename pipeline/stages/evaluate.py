@@ -111,15 +111,16 @@ def log_and_register(exp_name: str, params: Params, run: dict, test, summary: di
     decision = {}
     with tracking.resume_run(run["run_id"]):
         serving_uri = None if isinstance(codec, NumberCodec) else (
-            registry.serving_model_of(run["run_id"]) or serving_model(exp_name, codec, lengths_in(metrics), test.text[0],
-                                                                      params.backend))
+            registry.serving_model_of(run["run_id"])
+            or serving_model(exp_name, codec, lengths_in(metrics), test.text[0], params.backend))
         # Logged against the test split and the run's models, which the UI then shows them with.
         tested = tracking.log_dataset(pd.DataFrame({"problem": test.text, "answer": test.answer}), root,
                                       root / "data" / exp.task / "test.csv", "test")
         models = [run["model_uri"], *([serving_uri] if serving_uri else [])]
         tracking.log_test_metrics({f"test_{k}": v for k, v in headline(metrics).items() if k != "train_seconds"},
                                   tested, models)
-        mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(), "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
+        mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(),
+                          "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
         tracking.log_test_metrics(breakdown_metrics(split), tested, models)
         mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")

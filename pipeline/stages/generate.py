@@ -28,7 +28,8 @@ def generate(task_name: str) -> dict:
         digest = problems.write_csv(splits[split], folder / f"{split}.csv")
         summary["splits"][split] = {"size": len(splits[split]), "sha256": digest}
     write_json(summary, folder / "summary.json")
-    splits = "disjoint train, val and test splits" if task.disjoint else "train, val and test splits drawn with replacement"
+    splits = ("disjoint train, val and test splits" if task.disjoint
+              else "train, val and test splits drawn with replacement")
     note = f"Problems of `{task_name}`: {tracking.task_words(task)}, in {splits}."
     tags = tracking.run_tags(root, task=task_name, **{tracking.NOTE: note})
     with mlflow.start_run(run_name=tracking.run_name(f"generate-{task_name}"), tags=tags):

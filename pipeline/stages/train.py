@@ -106,7 +106,8 @@ def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit
     chosen seed's, with the parent run and every seed."""
     exp = params.experiment(exp_name)
     run_name, tags = tracking.training_run(project_root(), exp_name, params, kind(exp.model).WORDS)
-    with mlflow.start_run(run_name=run_name, tags={**tags, **tracking.process_tags()}) as parent, ended_if_interrupted():
+    tags = {**tags, **tracking.process_tags()}
+    with mlflow.start_run(run_name=run_name, tags=tags) as parent, ended_if_interrupted():
         mlflow.log_params({"experiment": exp_name, "backend": params.backend, **exp.model_dump(exclude={"description"}),
                            **{f"task.{k}": v for k, v in params.tasks[exp.task].model_dump().items()}})
         runs, val = {}, {}
