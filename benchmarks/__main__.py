@@ -112,7 +112,8 @@ def bench_training(budget: float) -> tuple[list[str], dict]:
     base = dict((r[0], r) for r in rows)["keras"][2]
     shown = lambda s: "not reached" if s is None else f"{s:.0f}"
     ratio = lambda s: "–" if s is None or base is None else f"{base / s:.1f}x faster"
-    table = ["| setup | seconds to 99% | seconds to 99.9% | vs Keras to 99% (99% / 99.9%) | trained s | test exact match |",
+    table = ["| setup | seconds to 99% | seconds to 99.9% | vs Keras to 99% (99% / 99.9%) | trained s "
+             "| test exact match |",
              "|---|---|---|---|---|---|"]
     for name, label, s99, s999, total, test in rows:
         table.append(f"| **{name}**: {label} | {shown(s99)} | {shown(s999)} | {ratio(s99)} / {ratio(s999)} | "
@@ -183,13 +184,15 @@ def main() -> None:
             for name in backends.BACKENDS:
                 sections += on_backend(only & {"training", "predict"}, args.budget, name)
     if "backends" in only:
-        sections += ["## Each backend: fresh processes (`python -m benchmarks.backends`)\n", *backends.bench_backends(), ""]
+        sections += ["## Each backend: fresh processes (`python -m benchmarks.backends`)\n",
+                     *backends.bench_backends(), ""]
     if "startup" in only:
         sections += ["## Start-up: fresh processes vs warm forks (`ADDER_WARM`)\n", *startup.bench_startup(), ""]
     if "make_run" in only:
         sections += ["## `make run` on the defaults (warm forks, empty MLflow store)\n", *startup.bench_make_run(), ""]
     if "widths" in only:
-        sections += ["## Decoder batches cut to few widths (`python -m benchmarks.widths`)\n", *widths.bench_widths(), ""]
+        sections += ["## Decoder batches cut to few widths (`python -m benchmarks.widths`)\n",
+                     *widths.bench_widths(), ""]
     report = "\n".join(sections) + "\n"
     out = args.out or (Path("docs/benchmarks.md") if only == set(SECTIONS) else None)
     if out:

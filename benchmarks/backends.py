@@ -100,7 +100,8 @@ def bench_backends(repeats: int = 3) -> list[str]:
                 wall, _, out = measured([str(BIN / "adder"), "train", "add3-digitwise"], run_env, folder)
                 fit = json.loads((folder / "models" / "add3-digitwise" / "run.json").read_text())["train_seconds"]
                 overheads.append(wall - fit)
-            predicts = [measured([str(BIN / "adder"), "predict", "123+456", "--model", "add3-digitwise"], run_env, folder)
+            predicts = [measured([str(BIN / "adder"), "predict", "123+456", "--model", "add3-digitwise"],
+                                 run_env, folder)
                         for _ in range(repeats)]
         figures[backend] = {
             "import keras (s)": statistics.median(imports),

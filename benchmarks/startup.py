@@ -58,7 +58,8 @@ def bench_startup(repeats: int = 3) -> list[str]:
     rows = [f"Backend {backend}; median of {repeats} runs per figure. The warm server itself holds {resident:,.0f} MB "
             "(shared with its forks), which a fresh process would load each time.\n",
             "| figure | fresh process | warm fork | ratio |", "|---|---|---|---|"]
-    rows += [f"| {name} | {fresh[name]:,.2f} | {warm[name]:,.2f} | {fresh[name] / warm[name]:.1f}x less |" for name in fresh]
+    rows += [f"| {name} | {fresh[name]:,.2f} | {warm[name]:,.2f} | {fresh[name] / warm[name]:.1f}x less |"
+             for name in fresh]
     return rows
 
 
@@ -74,7 +75,8 @@ def bench_make_run() -> list[str]:
                 (copy / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(PROJECT / name, copy / name)
         for generated in ("dvc.lock", "metrics", "plots"):
-            shutil.rmtree(copy / generated, ignore_errors=True) if (copy / generated).is_dir() else (copy / generated).unlink(missing_ok=True)
+            path = copy / generated
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
         subprocess.run([*git, "init", "-q"], cwd=copy, check=True)
         subprocess.run([*git, "add", "-A"], cwd=copy, check=True)

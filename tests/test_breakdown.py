@@ -22,7 +22,8 @@ def test_column_carries(operands, carries):
     assert column_carries(operands) == carries
 
 
-@pytest.mark.parametrize(("a", "b", "borrows"), [(50, 12, 1), (12, 50, 1), (99, 11, 0), (100, 1, 2), (1000, 1, 3), (7, 7, 0)])
+@pytest.mark.parametrize(("a", "b", "borrows"),
+                         [(50, 12, 1), (12, 50, 1), (99, 11, 0), (100, 1, 2), (1000, 1, 3), (7, 7, 0)])
 def test_column_borrows(a, b, borrows):
     assert column_borrows(a, b) == borrows
 

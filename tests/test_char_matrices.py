@@ -123,7 +123,8 @@ def test_pad_operands_pads_every_run_of_digits():
 
 def test_number_chars_is_rjust_of_str():
     rng = np.random.default_rng(2)
-    values = np.concatenate([rng.integers(-(10**18), 10**18, 300), rng.integers(-999, 1000, 300), [0, -1, 10**18, -(10**18)]])
+    values = np.concatenate([rng.integers(-(10**18), 10**18, 300), rng.integers(-999, 1000, 300),
+                             [0, -1, 10**18, -(10**18)]])
     for width in (20, 25):
         chars = np.ascontiguousarray(number_chars(values, width))
         assert chars.view(f"U{width}")[:, 0].tolist() == [str(v).rjust(width) for v in values.tolist()]
@@ -146,7 +147,8 @@ def test_operand_digits_as_digit_columns(name):
     np.testing.assert_array_equal(operand_digits(*char_matrix(odd), 2), digit_columns(odd, terms=2))
 
 
-@pytest.mark.parametrize(("text", "message"), [("1+2+3", "more than 2 numbers"), ("1 + 2", "expected numbers joined by"),
+@pytest.mark.parametrize(("text", "message"), [("1+2+3", "more than 2 numbers"),
+                                               ("1 + 2", "expected numbers joined by"),
                                                ("1-2", "expected numbers joined by"), ("1+\u0662", "expected numbers")])
 def test_operand_digits_refuses_other_shapes(text, message):
     with pytest.raises(AdderError, match=message):
@@ -164,7 +166,8 @@ def test_column_codec_encodes_as_the_string_path(name):
     batch, codec = problems(name), ColumnCodec(Limits.of(TASKS[name]))
     columns = digit_columns(batch.text, terms=codec.limits.terms)
     steps = max(codec.train_steps, columns.shape[1] + 1)
-    expected = np.eye(10)[np.pad(columns, ((0, 0), (0, steps - columns.shape[1]), (0, 0)))].reshape(len(batch), steps, -1)
+    padded = np.pad(columns, ((0, 0), (0, steps - columns.shape[1]), (0, 0)))
+    expected = np.eye(10)[padded].reshape(len(batch), steps, -1)
     x, y = codec.training_pair(batch.text, batch.answer)
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_array_equal(y, digit_columns(batch.answer.astype(str), codec.train_steps)[:, :, 0])

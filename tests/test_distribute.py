@@ -31,7 +31,8 @@ def default_run(two_replicas):
 
 
 def test_mirrored_on_one_cpu_trains_like_the_default(default_run, tmp_path):
-    mirrored = train(SEQ2SEQ.model_copy(update={"distribute": "mirrored"}), TASK, SPLITS["train"], SPLITS["val"], seed=3)
+    mirrored = train(SEQ2SEQ.model_copy(update={"distribute": "mirrored"}), TASK, SPLITS["train"], SPLITS["val"],
+                     seed=3)
     assert mirrored.replicas == 1 == default_run.replicas
     assert without_clock(mirrored.history) == without_clock(default_run.history)
     # Saved like any model, and loads back without the strategy (as evaluate and serving load it).
@@ -82,7 +83,8 @@ TWO_REPLICAS = textwrap.dedent("""
 def two_replicas():
     """The two-replica run, started at once in its own process; yields a function that waits for its result."""
     exp = SEQ2SEQ.model_copy(update={"distribute": "mirrored"})
-    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     process = subprocess.Popen([sys.executable, "-c", TWO_REPLICAS, TASK.model_dump_json(), exp.model_dump_json()],
                                cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 

@@ -318,7 +318,8 @@ def test_same_params_reproduce_data_and_metrics(repo, pipelines):
         # Every epoch's loss and validation scores, not just the final ones.
         assert (csv_without_timing(other / "models" / name / "history.csv")
                 == csv_without_timing(repo / "models" / name / "history.csv")), name
-        assert (other / "models" / name / "codec.json").read_bytes() == (repo / "models" / name / "codec.json").read_bytes()
+        assert ((other / "models" / name / "codec.json").read_bytes()
+                == (repo / "models" / name / "codec.json").read_bytes())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -95,7 +95,8 @@ def test_dvc_plots_are_a_handful_of_comparison_charts(families_repo):
     assert operation["encoding"]["y"]["title"] == "test exact match"
     shares = specs["plots/shares/first_wrong_step.csv"]
     assert shares["encoding"]["y"] == {**shares["encoding"]["y"], "field": "share", "title": "share of test problems"}
-    assert sum(float(row["share"]) for row in shares["data"]["values"]) == pytest.approx(1.0)  # one experiment writes steps
+    # one experiment writes steps
+    assert sum(float(row["share"]) for row in shares["data"]["values"]) == pytest.approx(1.0)
 
 
 @pytest.mark.e2e

@@ -40,7 +40,8 @@ def test_round_trips(limits, options):
 def test_layouts():
     codec = CharCodec(SEED)
     assert codec.layout(["3+10"]).tolist() == ["3+10"]
-    assert codec.pad(CharCodec(SEED, reverse=True).layout(["3+10"]), 5).tolist() == [" 01+3"]  # Keras: pad, then reversed
+    # Keras: pad, then reversed
+    assert codec.pad(CharCodec(SEED, reverse=True).layout(["3+10"]), 5).tolist() == [" 01+3"]
     assert CharCodec(SEED, padding="per_term").layout(["3+1"]).tolist() == [" 3+ 1"]
     per_term = CharCodec(BRACKETS, padding="per_term", reverse=True)
     assert per_term.layout(["(1+22)*3"]).tolist() == ["3 *)22+1 ("]  # "( 1+22)* 3" backwards

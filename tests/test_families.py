@@ -120,7 +120,8 @@ def test_two_terms_never_bracketed():
 
 def test_brackets_change_the_answer():
     # precedence is the generator's: 2+3*4 = 14, (2+3)*4 = 20
-    problems = sample_problems(task(terms=3, min_terms=3, digits=1, ops="+*", brackets=True), 5000, np.random.default_rng(0))
+    problems = sample_problems(task(terms=3, min_terms=3, digits=1, ops="+*", brackets=True), 5000,
+                               np.random.default_rng(0))
     answers = dict(zip(problems.text.tolist(), problems.answer.tolist()))
     assert answers.get("2+3*4", 14) == 14 and answers.get("(2+3)*4", 20) == 20
     assert any(t.startswith("(") and "*" in t and evaluate(t) != evaluate(t.replace("(", "").replace(")", ""))
@@ -212,8 +213,10 @@ def test_unsatisfiable_settings_refused(changes, message):
 def test_number_models_refuse_other_families():
     from pipeline.config import parse_params
 
-    raw = {"seed": 1, "tasks": {"ops": {"terms": 2, "digits": 2, "ops": "+-", "train_size": 1, "val_size": 1, "test_size": 1}},
-           "experiments": {"ops-naive_mlp": {"task": "ops", "model": "naive_mlp", "units": [4], "epochs": 1, "batch_size": 1}}}
+    raw = {"seed": 1,
+           "tasks": {"ops": {"terms": 2, "digits": 2, "ops": "+-", "train_size": 1, "val_size": 1, "test_size": 1}},
+           "experiments": {"ops-naive_mlp": {"task": "ops", "model": "naive_mlp", "units": [4], "epochs": 1,
+                                             "batch_size": 1}}}
     with pytest.raises(AdderError, match="experiments.ops-naive_mlp.model: naive_mlp reads a fixed number of operands"):
         parse_params(raw)
 

@@ -155,7 +155,8 @@ def test_corrupt_or_mismatched_model_files_are_one_line_errors(project, tmp_path
     (project / "metrics" / "broken.json").write_text('{"exact_match": 1.0}')
     try:
         cases = [(["--model", str(copies[name]), "1+2"], f"{copies[name] / name} {says}")
-                 for name, says in (("model.keras", "is not the file MLflow run"), ("codec.json", "is not the file MLflow run"),
+                 for name, says in (("model.keras", "is not the file MLflow run"),
+                                    ("codec.json", "is not the file MLflow run"),
                                     ("run.json", "is corrupt"))]
         cases += [(["--model", str(undigested), "1+2"], f"{undigested / 'run.json'} is not as training writes it"),
                   (["--model", str(foreign), "1+2"], f"{foreign / 'model.keras'} is not a Keras model that loads"),
@@ -238,7 +239,8 @@ def test_predict_needs_neither_metrics_nor_every_model_folder(project, tmp_path)
         published.rename(tmp_path / EXPERIMENT)
         one_error_line(adder("predict", "--model", EXPERIMENT, "12+50", cwd=project), f"no model {EXPERIMENT!r}")
         # Where dvc.lock records the folder, DVC's cache holds its last version: the error says how to get it.
-        (project / "dvc.lock").write_text(f"stages:\n  train@{EXPERIMENT}:\n    outs:\n    - path: models/{EXPERIMENT}\n")
+        (project / "dvc.lock").write_text(f"stages:\n  train@{EXPERIMENT}:\n"
+                                          f"    outs:\n    - path: models/{EXPERIMENT}\n")
         one_error_line(adder("predict", "--model", EXPERIMENT, "12+50", cwd=project),
                        f"`dvc checkout models/{EXPERIMENT}` restores the last one")
     finally:

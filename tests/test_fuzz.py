@@ -16,13 +16,15 @@ from pipeline.errors import AdderError
 from pipeline.expressions import MAX_EXPRESSION_CHARS, Limits
 from pipeline.serving import AdderModel
 
-LIMITS = [Limits(terms=2, low=0, high=99), Limits(terms=2, low=1, high=10), Limits(terms=3, low=0, high=999, min_terms=2),
-          Limits(terms=2, low=0, high=99, ops="+-*"), Limits(terms=4, low=0, high=99, ops="+-*", brackets=True)]
+LIMITS = [Limits(terms=2, low=0, high=99), Limits(terms=2, low=1, high=10),
+          Limits(terms=3, low=0, high=999, min_terms=2), Limits(terms=2, low=0, high=99, ops="+-*"),
+          Limits(terms=4, low=0, high=99, ops="+-*", brackets=True)]
 EXAMPLES = 1000  # per grammar: 5,000 strings in all, and 333 batches
 
 # Up to 12,000 digits (past the 4,300 that int() converts), with leading zeros or without.
 numbers = st.text(alphabet="0123456789", min_size=1, max_size=8) | st.tuples(
-    st.sampled_from(["", "0", "000"]), st.sampled_from("123456789"), st.integers(0, 12_000), st.sampled_from("0123456789"),
+    st.sampled_from(["", "0", "000"]), st.sampled_from("123456789"), st.integers(0, 12_000),
+    st.sampled_from("0123456789"),
 ).map(lambda t: t[0] + t[1] + t[3] * t[2])
 symbols = st.sampled_from(list("+-*() 0123456789"))
 unicode_digits = st.sampled_from(["٣", "１", "߂", "𝟘", "²", "½", "Ⅻ", "৩"])
@@ -44,7 +46,8 @@ def refused_in_one_line(limits: Limits, expression: str) -> str | None:
         return None
 
 
-@pytest.mark.parametrize("limits", LIMITS, ids=lambda limits: f"{limits.terms}x{limits.high}{limits.ops}{limits.brackets}")
+@pytest.mark.parametrize("limits", LIMITS,
+                         ids=lambda limits: f"{limits.terms}x{limits.high}{limits.ops}{limits.brackets}")
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expression=expressions)
 def test_checker_answers_or_refuses_in_one_line(limits, expression):

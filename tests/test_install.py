@@ -42,7 +42,8 @@ def tensorflows(extra: str | None, platform: str) -> set[str]:
     for line in requirements:
         requirement = Requirement(line)
         if canonical(requirement.name) in TENSORFLOWS and (
-                requirement.marker is None or requirement.marker.evaluate({**PLATFORMS[platform], "extra": extra or ""})):
+                requirement.marker is None
+                or requirement.marker.evaluate({**PLATFORMS[platform], "extra": extra or ""})):
             chosen.add(canonical(requirement.name))
     return chosen
 
@@ -61,7 +62,8 @@ def test_each_flavour_installs_exactly_one_tensorflow(platform):
 
 def test_gpu_flavour_installs_cuda_on_linux():
     gpu = [Requirement(line) for line in PYPROJECT["project"]["optional-dependencies"]["gpu"]]
-    assert any(r.extras == {"and-cuda"} and r.marker.evaluate({**PLATFORMS["Linux x86-64"], "extra": "gpu"}) for r in gpu)
+    assert any(r.extras == {"and-cuda"} and r.marker.evaluate({**PLATFORMS["Linux x86-64"], "extra": "gpu"})
+               for r in gpu)
 
 
 def test_constraints_pin_every_requirement():

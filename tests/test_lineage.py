@@ -99,7 +99,8 @@ def stage_code_deps() -> dict[str, tuple[str, list[str]]]:
 
 def experiments() -> dict[str, str]:
     """{experiment: its model kind} in params.yaml."""
-    return {name: exp["model"] for name, exp in yaml.safe_load((PROJECT / "params.yaml").read_text())["experiments"].items()}
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    return {name: exp["model"] for name, exp in params["experiments"].items()}
 
 
 def declared(stage: str, model: str | None = None) -> set[Path]:
@@ -112,7 +113,8 @@ def test_stage_deps_are_the_code_it_runs(stage):
     module, _ = stage_code_deps()[stage]
     runs = {None: (stage_modules(module), declared(stage))}
     if stage == "train":  # each experiment's training reaches its own kind alone
-        runs = {name: (stage_modules(module, (model,)), declared(stage, model)) for name, model in experiments().items()}
+        runs = {name: (stage_modules(module, (model,)), declared(stage, model))
+                for name, model in experiments().items()}
     for experiment, (needed, listed) in runs.items():
         missing, extra = sorted(map(str, needed - listed)), sorted(map(str, listed - needed))
         assert not missing and not extra, (

@@ -55,7 +55,8 @@ def saved(tmp_path_factory):
     from pipeline.serving import log_serving_model
 
     root = tmp_path_factory.mktemp("kinds")
-    experiments = {f"add-{kind}": Experiment(task="add", model=kind, units=UNITS[kind], epochs=1, batch_size=50) for kind in MODELS}
+    experiments = {f"add-{kind}": Experiment(task="add", model=kind, units=UNITS[kind], epochs=1, batch_size=50)
+                   for kind in MODELS}
     (root / "params.yaml").write_text(yaml.safe_dump({
         "seed": 1, "backend": "jax", "tasks": {"add": TASK.model_dump(exclude_none=True)},
         "experiments": {name: exp.model_dump(mode="json", exclude_none=True) for name, exp in experiments.items()}}))
@@ -86,8 +87,9 @@ def saved(tmp_path_factory):
 @pytest.mark.parametrize("kind", MODELS)
 def test_each_kind_answers_through_adder_predict_as_before_saving(saved, kind):
     root, before, _ = saved
-    result = subprocess.run([str(BIN / "adder"), "predict", "--model", f"add-{kind}", "--file", "-"], cwd=root, env=cli_env(),
-                            input="\n".join(EXPRESSIONS) + "\n", capture_output=True, text=True, timeout=180)
+    result = subprocess.run([str(BIN / "adder"), "predict", "--model", f"add-{kind}", "--file", "-"], cwd=root,
+                            env=cli_env(), input="\n".join(EXPRESSIONS) + "\n", capture_output=True, text=True,
+                            timeout=180)
     assert result.returncode == 0, shown(result)
     assert result.stdout.splitlines() == before[kind], shown(result)  # --file - reads stdin, one answer a line
 
@@ -112,4 +114,5 @@ def test_predict_with_no_such_model_is_one_line(saved):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == "", shown(result)
     assert result.stderr.strip().splitlines() == [
-        "error: no model 'nosuch': not an experiment with a trained model, a model folder or an MLflow URI"], shown(result)
+        "error: no model 'nosuch': not an experiment with a trained model, a model folder or an MLflow URI",
+    ], shown(result)

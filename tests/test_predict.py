@@ -123,7 +123,8 @@ def test_the_default_routes_each_line_to_the_best_published_model_that_accepts_i
     (tmp_path / "models" / "broken").mkdir()  # a folder that fails its checks is passed over
     members = predict.published(tmp_path)
     answering = lambda line: Path(members.route(line)[0].source).name
-    assert [answering(line) for line in ("12+50", "1234+5", "1+2+3", "9" * 100 + "+1")] == ["add2", "add10", "terms", "add10"]
+    assert ([answering(line) for line in ("12+50", "1234+5", "1+2+3", "9" * 100 + "+1")]
+            == ["add2", "add10", "terms", "add10"])
     refused = members.route("123+456+789")
     assert isinstance(refused, AdderError) and "terms: '123+456+789': operands must be in 0..99" in str(refused)
     assert isinstance(members.route("9" * 101 + "+1"), AdderError)

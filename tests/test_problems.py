@@ -72,7 +72,8 @@ def test_leading_digits_fill_every_slot():
 
 def test_keras_operands_read_length_and_digits_from_one_draw():
     # draw = (length - 1) * 10**digits + random digits; the operand keeps the last `length` of them
-    draws = np.array([0 * 1000 + 123, 1 * 1000 + 123, 2 * 1000 + 123, 2 * 1000 + 7, keras_draw_bound(3) - 1], dtype=np.uint64)
+    draws = np.array([0 * 1000 + 123, 1 * 1000 + 123, 2 * 1000 + 123, 2 * 1000 + 7, keras_draw_bound(3) - 1],
+                     dtype=np.uint64)
     assert keras_operands(draws, 3).tolist() == [3, 23, 123, 7, 999]
     assert keras_operands(np.array([keras_draw_bound(18) - 1], dtype=np.uint64), 18).tolist() == [10**18 - 1]
 

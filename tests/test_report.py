@@ -16,7 +16,8 @@ def metrics(exact: float, breakdown: dict | None = None) -> dict:
 
 OPS = {"operation": {"add": {"count": 5, "exact_match": 1.0}, "mul": {"count": 5, "exact_match": 0.25}},
        "terms": {"2": {"count": 10, "exact_match": 0.6}}}
-ROWS = {"add2-seq2seq-onehot": metrics(0.5), "ops-transformer": metrics(0.6, OPS), "mapping-naive_mlp": {"rmse": 0.0, "exact_match": 1.0}}
+ROWS = {"add2-seq2seq-onehot": metrics(0.5), "ops-transformer": metrics(0.6, OPS),
+        "mapping-naive_mlp": {"rmse": 0.0, "exact_match": 1.0}}
 
 
 def test_framing():
@@ -30,11 +31,13 @@ def test_framing():
 
 def test_table_rows_and_breakdowns():
     table = comparison_table(PARAMS, ROWS)
-    assert "| experiment | task | model | encoding | exact match | char accuracy | RMSE | train s | parameters |" in table
+    assert ("| experiment | task | model | encoding | exact match | char accuracy | RMSE | train s | parameters |"
+            in table)
     assert "| add2-seq2seq-onehot | add2 | seq2seq | onehot | 50.00% | 90.00% | – | 12.5 | 1,234 | 100 | 0% |" in table
     assert "| mapping-naive_mlp | mapping | naive_mlp | numbers | 100.00% | – | 0.000 |" in table
     # only breakdowns with two or more groups get a table
-    assert "## Exact match by operation\n\n| experiment | add | mul |\n|---|---|---|\n| ops-transformer | 100.0% | 25.0% |" in table
+    assert ("## Exact match by operation\n\n| experiment | add | mul |\n|---|---|---|\n"
+            "| ops-transformer | 100.0% | 25.0% |") in table
     assert "by number of terms" not in table
 
 
@@ -49,9 +52,8 @@ def test_figures(tmp_path):
 
 def test_plot_tables_put_every_experiment_on_one_chart():
     curves = {name: pd.DataFrame({"epoch": [1, 2], "val_exact_match": [0.1, 0.5]}) for name in ROWS}
-    tables = plot_tables({**ROWS, "brackets-transformer": metrics(0.3, {"operation": {"add": OPS["operation"]["add"],
-                                                                                     "mixed": OPS["operation"]["add"]}})},
-                         curves)
+    brackets = metrics(0.3, {"operation": {"add": OPS["operation"]["add"], "mixed": OPS["operation"]["add"]}})
+    tables = plot_tables({**ROWS, "brackets-transformer": brackets}, curves)
     assert set(tables) == {"curves", "breakdown/operation"}  # one group of terms: no chart
     assert list(tables["curves"].columns) == ["experiment", "epoch", "val_exact_match"]
     assert len(tables["curves"]) == 2 * len(ROWS)

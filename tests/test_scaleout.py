@@ -123,8 +123,8 @@ def test_guide_and_compose_use_the_tested_commands():
     readme = (PROJECT / "README.md").read_text()
     compose = yaml.safe_load((PROJECT / "deploy" / "compose.yaml").read_text())
     server = " ".join(compose["services"]["mlflow"]["command"].split())
-    for flag in ("mlflow server --app-name basic-auth", "--backend-store-uri postgresql+psycopg2://", "--serve-artifacts",
-                 "--artifacts-destination s3://mlflow"):
+    for flag in ("mlflow server --app-name basic-auth", "--backend-store-uri postgresql+psycopg2://",
+                 "--serve-artifacts", "--artifacts-destination s3://mlflow"):
         assert flag in server, flag
         assert flag in guide, flag
     for command in ("dvc exp run --queue -S 'experiments.", "dvc queue start -j 2", "dvc remote add -d storage",
@@ -335,8 +335,10 @@ def test_queued_sweep_logs_one_run_per_experiment_none_clobbered(sweep, local_se
         name = experiments[batch_size]["name"]
         assert run_.info.run_name == f"{EXPERIMENT} batch_size={batch_size} ({name})"
         assert run_.data.tags["dvc_experiment"] == name and run_.data.tags["dvc_changes"] == f"batch_size={batch_size}"
-        assert run_.data.tags["mlflow.note.content"].endswith(f"DVC experiment `{name}`, run with batch_size={batch_size}.")
-        assert run_.data.params["epochs"] == str(exp["epochs"]) and run_.data.params["units"] == str(tuple(exp["units"]))
+        assert run_.data.tags["mlflow.note.content"].endswith(
+            f"DVC experiment `{name}`, run with batch_size={batch_size}.")
+        assert (run_.data.params["epochs"] == str(exp["epochs"])
+                and run_.data.params["units"] == str(tuple(exp["units"])))
         assert run_.data.tags["dvc_stage"] == f"train@{EXPERIMENT}"
         history = client.get_metric_history(run_.info.run_id, "loss")
         assert sorted(m.step for m in history) == list(range(1, exp["epochs"] + 1)), history
@@ -352,7 +354,8 @@ def test_queued_sweep_logs_one_run_per_experiment_none_clobbered(sweep, local_se
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
     # and says which DVC experiment trained it, so the registered model's page tells them apart.
     assert sorted(v.tags["dvc_experiment"] for v in versions) == sorted(e["name"] for e in experiments.values())
-    assert sorted(runs_by_name(client, "adder-reports")) == sorted(f"compare ({e['name']})" for e in experiments.values())
+    assert (sorted(runs_by_name(client, "adder-reports"))
+            == sorted(f"compare ({e['name']})" for e in experiments.values()))
     # Two workers: two experiments trained at the same time.
     spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
@@ -507,7 +510,7 @@ def test_runs_logging_the_same_dataset_at_once_all_log_it(local_server, tmp_path
             csv.write_text(f"problem,answer\n1+2,3\n# round {round_}\n")  # a new digest: a first log again
             barrier, errors = threading.Barrier(workers), []
 
-            def log(run_id: str) -> None:
+            def log(run_id: str, barrier: threading.Barrier = barrier, errors: list = errors) -> None:
                 try:
                     with mlflow.start_run(run_id=run_id):
                         barrier.wait()

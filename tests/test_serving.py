@@ -252,8 +252,10 @@ def test_champion_moves_only_to_a_higher_score_on_the_same_test_set(registry):
     # The decision and both figures are on the candidate's run.
     kept = registry.get_run(registry.get_model_version("adder-add3", "4").run_id).data
     assert kept.tags["registry.decision"] == "kept" and kept.tags["registry.champion_version"] == "2"
-    assert kept.metrics["registry.candidate_exact_match"] == 0.6 and kept.metrics["registry.champion_exact_match"] == 0.7
-    assert "registry.champion_exact_match" not in registry.get_run(registry.get_model_version("adder-add3", "1").run_id).data.metrics
+    assert (kept.metrics["registry.candidate_exact_match"] == 0.6
+            and kept.metrics["registry.champion_exact_match"] == 0.7)
+    first = registry.get_run(registry.get_model_version("adder-add3", "1").run_id).data
+    assert "registry.champion_exact_match" not in first.metrics
 
 
 def test_scoring_the_same_run_again_reuses_its_version(registry):
@@ -364,7 +366,8 @@ def members(project: Path) -> list[tuple[str, object, object]]:
     (name, model, codec) loaded here from models/<experiment>/ without MLflow."""
     from pipeline.model_folder import load_trained
 
-    ranked = sorted((-json.loads((project / "metrics" / f"{exp}.json").read_text())["exact_match"], f"adder-{task}", exp)
+    ranked = sorted((-json.loads((project / "metrics" / f"{exp}.json").read_text())["exact_match"],
+                     f"adder-{task}", exp)
                     for task, exp in ((TASK, EXPERIMENT), (OPS_TASK, OPS)))
     return [(f"models:/{name}/1", *load_trained(project / "models" / exp)) for _, name, exp in ranked]
 
@@ -383,7 +386,8 @@ def expected_rows(project: Path, expressions: list[str]) -> dict[str, dict]:
                 checked = codec.check(expression)
             except AdderError:
                 continue
-            rows[expression] = {"answer": str(predict_answers(model, codec, [checked])[0]), "error": None, "model": name}
+            rows[expression] = {"answer": str(predict_answers(model, codec, [checked])[0]), "error": None,
+                                "model": name}
             break
         else:
             rows[expression] = None
@@ -460,7 +464,8 @@ def test_one_endpoint_answers_every_family_row_by_row_and_survives_load(project,
     good = sums + ops
 
     def one_request(i: int) -> tuple[str, float]:
-        batch = [bad[(i + k) % len(bad)] if (i + k) % 7 == 0 else good[(i * 8 + k) % len(good)] for k in range(1 + i % 8)]
+        batch = [bad[(i + k) % len(bad)] if (i + k) % 7 == 0 else good[(i * 8 + k) % len(good)]
+                 for k in range(1 + i % 8)]
         started = time.perf_counter()
         try:
             response = sessions[i % CLIENTS].post(f"{url}/invocations", json={"inputs": batch}, timeout=30)

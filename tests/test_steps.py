@@ -49,7 +49,8 @@ def check_steps(text: str, answer: int, steps: str) -> None:
     for line in steps.split(STEP_SEPARATOR) if steps else []:
         assert value(line) == answer, (text, line)
         assert len(NUMBER.findall(line)) <= len(NUMBER.findall(before)), (text, line)
-        assert line.count("*") < before.count("*") or len(NUMBER.findall(line)) < len(NUMBER.findall(before)), (text, line)
+        assert (line.count("*") < before.count("*")
+                or len(NUMBER.findall(line)) < len(NUMBER.findall(before))), (text, line)
         before = line
     assert value(text) == answer
 
@@ -57,7 +58,7 @@ def check_steps(text: str, answer: int, steps: str) -> None:
 @pytest.mark.parametrize("task_name", sorted(PARAMS.tasks))
 def test_every_default_split_has_true_steps_ending_in_the_answer(task_name):
     task = PARAMS.tasks[task_name]
-    for split, problems in split_problems(task, PARAMS.seed).items():
+    for _split, problems in split_problems(task, PARAMS.seed).items():
         if problems.steps is None:  # a task of single sums: no problem has steps
             assert task.ops == "+" and task.terms == 2 and not task.brackets
             continue

@@ -53,17 +53,20 @@ def test_repeated_seed_names_the_key_and_the_seed():
 
 
 def test_a_study_names_the_setting_it_changes():
-    raw = params_with({"add3-seq2seq-b": {**BASE, "mask": True, "seeds": [1, 2]}}, {"masking": ["add3-seq2seq-a", "add3-seq2seq-b"]})
+    raw = params_with({"add3-seq2seq-b": {**BASE, "mask": True, "seeds": [1, 2]}},
+                      {"masking": ["add3-seq2seq-a", "add3-seq2seq-b"]})
     assert parse_params(raw).study_setting("masking") == "mask"
 
 
 @pytest.mark.parametrize("other, studied, expected", [
     ({**BASE, "mask": True, "reverse": True}, None,
-     "studies.s: add3-seq2seq-b differs from add3-seq2seq-a in 2 settings (reverse, mask); a study changes exactly one"),
+     "studies.s: add3-seq2seq-b differs from add3-seq2seq-a in 2 settings (reverse, mask); "
+     "a study changes exactly one"),
     ({**BASE, "description": "the same"}, None,
      "studies.s: add3-seq2seq-b differs from add3-seq2seq-a in 0 settings (none); a study changes exactly one"),
     ({**BASE, "mask": True}, ["add3-seq2seq-a"], "studies.s: two or more distinct experiments"),
-    ({**BASE, "mask": True}, ["add3-seq2seq-a", "add3-seq2seq-nope"], "studies.s: 'add3-seq2seq-nope' is not an experiment"),
+    ({**BASE, "mask": True}, ["add3-seq2seq-a", "add3-seq2seq-nope"],
+     "studies.s: 'add3-seq2seq-nope' is not an experiment"),
     ({**BASE, "task": "add10"}, None, "studies.s: add3-seq2seq-b is of task 'add10'"),
 ])
 def test_bad_studies_name_the_key(other, studied, expected):
@@ -83,7 +86,8 @@ def test_aggregate_is_the_t_interval_over_seeds():
     spread = aggregate([0.5, 0.6, 0.7])
     assert (spread["mean"], spread["min"], spread["max"], spread["seeds"]) == (pytest.approx(0.6), 0.5, 0.7, 3)
     half = 4.3027 * 0.1 / np.sqrt(3)  # t(0.975, 2 degrees of freedom) times the standard error
-    assert spread["low"] == pytest.approx(0.6 - half, abs=1e-4) and spread["high"] == pytest.approx(0.6 + half, abs=1e-4)
+    assert (spread["low"] == pytest.approx(0.6 - half, abs=1e-4)
+            and spread["high"] == pytest.approx(0.6 + half, abs=1e-4))
     one = aggregate([0.42])
     assert (one["low"], one["mean"], one["high"]) == (0.42, 0.42, 0.42)
 
@@ -118,14 +122,16 @@ def test_results_on_different_test_problems_are_refused():
 
 
 def evaluation(matrix: np.ndarray) -> dict:
-    return {"per_seed": [{"seed": i + 1, "exact_match": float(row.mean()), "correct": "".join("01"[int(v)] for v in row)}
+    return {"per_seed": [{"seed": i + 1, "exact_match": float(row.mean()),
+                          "correct": "".join("01"[int(v)] for v in row)}
                          for i, row in enumerate(matrix)]}
 
 
 def test_the_report_writes_one_sentence_per_study_and_a_row_per_seeded_experiment():
     raw = params_with({"add3-seq2seq-b": {**BASE, "mask": True, "seeds": [1, 2, 3]},
                        "add3-seq2seq-c": {**BASE, "reverse": True, "seeds": [1, 2, 3]}},
-                      {"masking": ["add3-seq2seq-a", "add3-seq2seq-b"], "reversing": ["add3-seq2seq-a", "add3-seq2seq-c"]})
+                      {"masking": ["add3-seq2seq-a", "add3-seq2seq-b"],
+                       "reversing": ["add3-seq2seq-a", "add3-seq2seq-c"]})
     raw["experiments"]["add3-seq2seq-a"] = {**BASE, "seeds": [1, 2, 3]}
     params = parse_params(raw)
     evaluations = {"add3-seq2seq-a": evaluation(results([0.5, 0.52, 0.49])),
@@ -134,7 +140,8 @@ def test_the_report_writes_one_sentence_per_study_and_a_row_per_seeded_experimen
     studies = studies_section(params, evaluations).splitlines()
     sentences = [line for line in studies if line.startswith("- ")]
     assert len(sentences) == 2
-    assert sentences[0].startswith("- **masking** (add3): mask: False → True (add3-seq2seq-b) moves exact match from 50.")
+    assert sentences[0].startswith("- **masking** (add3): mask: False → True (add3-seq2seq-b) "
+                                   "moves exact match from 50.")
     assert sentences[0].endswith(": a real difference.")
     assert sentences[1].endswith(": not distinguishable from noise.")
     table = seeds_section(params, evaluations)

@@ -75,13 +75,16 @@ def test_description_says_what_the_run_is_compared_with(outside_dvc):
     assert onehot.startswith("The tutorial's model on 3-digit sums.\n\n**add3-seq2seq-onehot** learns `add3` "
                              "(2 operands of 1 to 3 digits joined by +; 100 training problems) with `seq2seq`")
     # The same task and model: the settings where they differ, with this run's values.
-    reversed_ = tracking.run_description("add3-seq2seq-integer_reversed", params, words("add3-seq2seq-integer_reversed", params))
+    reversed_ = tracking.run_description("add3-seq2seq-integer_reversed", params,
+                                         words("add3-seq2seq-integer_reversed", params))
     assert "Compared with add3-seq2seq-onehot (same task and model): here encoding=integer, reverse=true." in reversed_
     assert "(units 100, 50; integer, reversed)" in reversed_
     # Another model on the same task; the only experiment of a task.
-    assert "Compares `digitwise` with `seq2seq` on the same problems" in tracking.run_description("add3-digitwise", params, words("add3-digitwise", params))
-    assert "The only experiment on `ops`." in tracking.run_description("ops-transformer", params, words("ops-transformer", params))
-    assert "joined by +, - or *" in tracking.run_description("ops-transformer", params, words("ops-transformer", params))
+    digitwise = tracking.run_description("add3-digitwise", params, words("add3-digitwise", params))
+    assert "Compares `digitwise` with `seq2seq` on the same problems" in digitwise
+    ops = tracking.run_description("ops-transformer", params, words("ops-transformer", params))
+    assert "The only experiment on `ops`." in ops
+    assert "joined by +, - or *" in ops
 
 
 def test_runs_outside_a_dvc_experiment_keep_the_experiment_name(outside_dvc, tmp_path):
@@ -139,7 +142,8 @@ def test_splits_and_test_metrics_are_logged_against_the_models(registry, tmp_pat
     csv.write_text("problem,answer\n1+2,3\n")
     frame = pd.DataFrame({"problem": ["1+2"], "answer": [3]})
     with mlflow.start_run() as run:
-        models = [mlflow.initialize_logged_model(name=name, source_run_id=run.info.run_id) for name in ("model", "serving")]
+        models = [mlflow.initialize_logged_model(name=name, source_run_id=run.info.run_id)
+                  for name in ("model", "serving")]
         tested = tracking.log_dataset(frame, tmp_path, csv, "test")
         tracking.log_test_metrics({"test_exact_match": 0.5}, tested, [f"models:/{m.model_id}" for m in models])
     digest = hashlib.sha256(csv.read_bytes()).hexdigest()[:36]
@@ -183,7 +187,8 @@ def test_registered_versions_of_a_sweep_name_their_dvc_experiment(registry):
                                                labels)
     version = registry.get_model_version("adder-add3", decision["version"])
     assert version.tags == {**labels, **sweep, "test_exact_match": "0.9"}
-    assert version.description == "add3-digitwise units=[64] (regal-aune): digitwise (digit columns); test exact match 90.00%."
+    assert version.description == ("add3-digitwise units=[64] (regal-aune): digitwise (digit columns); "
+                                   "test exact match 90.00%.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,7 +234,8 @@ def test_health_check_sends_mlflows_credentials(authenticated_server, monkeypatc
     try:
         # No credentials, or wrong ones: one line naming the server and the settings, not "unreachable".
         with pytest.raises(AdderError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ refused this client "
-                                             r"\(HTTP 401\); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+                                             r"\(HTTP 401\); set MLFLOW_TRACKING_USERNAME "
+                                             r"and MLFLOW_TRACKING_PASSWORD"):
             tracking.connect(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")

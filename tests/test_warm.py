@@ -18,7 +18,8 @@ from helpers import TINY, cli_env, csv_without_timing, one_error_line, run, show
 from pipeline import warm
 
 EXPERIMENT = "seed-seq2seq"
-PARAMS = {**TINY, "tasks": {"seed": TINY["tasks"]["seed"]}, "experiments": {EXPERIMENT: TINY["experiments"][EXPERIMENT]}}
+PARAMS = {**TINY, "tasks": {"seed": TINY["tasks"]["seed"]},
+          "experiments": {EXPERIMENT: TINY["experiments"][EXPERIMENT]}}
 
 
 @pytest.fixture
@@ -47,14 +48,16 @@ def processes(env: dict) -> list[int]:
 
 def test_a_warm_command_computes_what_a_fresh_process_does(tmp_path, warm_env):
     fresh, warm = project(tmp_path / "fresh"), project(tmp_path / "warm")
-    for folder, env in ((fresh, {**cli_env(), "ADDER_WARM": "0"}), (warm, warm_env), (warm, warm_env)):  # the second: a warm fork
+    for folder, env in ((fresh, {**cli_env(), "ADDER_WARM": "0"}), (warm, warm_env),
+                        (warm, warm_env)):  # the second: a warm fork
         for command in (["adder", "generate", "seed"], ["adder", "train", EXPERIMENT]):
             result = run(command, folder, env)
             assert result.returncode == 0, shown(result)
         assert "trained in" in result.stdout
     assert len(processes(warm_env)) == 1  # one server, no child left behind
     for split in ("train", "val", "test"):
-        assert (fresh / "data" / "seed" / f"{split}.csv").read_bytes() == (warm / "data" / "seed" / f"{split}.csv").read_bytes()
+        assert ((fresh / "data" / "seed" / f"{split}.csv").read_bytes()
+                == (warm / "data" / "seed" / f"{split}.csv").read_bytes())
     history = Path("models", EXPERIMENT, "history.csv")
     assert csv_without_timing(fresh / history) == csv_without_timing(warm / history)
 
@@ -71,7 +74,8 @@ def test_killing_the_caller_kills_its_command(tmp_path, warm_env):
     folder = project(tmp_path / "p")
     run(["adder", "generate", "seed"], folder, warm_env)
     write_params(folder, {**PARAMS, "experiments": {EXPERIMENT: {**PARAMS["experiments"][EXPERIMENT], "epochs": 500}}})
-    caller = subprocess.Popen(["adder", "train", EXPERIMENT], cwd=folder, env=warm_env, stdout=subprocess.PIPE, text=True)
+    caller = subprocess.Popen(["adder", "train", EXPERIMENT], cwd=folder, env=warm_env, stdout=subprocess.PIPE,
+                              text=True)
     assert "epoch" in caller.stdout.readline()  # training has started, in a child of the server
     deadline = time.monotonic() + 10
     while len(processes(warm_env)) != 2 and time.monotonic() < deadline:  # generate's child may still be exiting
@@ -113,7 +117,7 @@ def caller(monkeypatch):
     monkeypatch.setattr(warm, "PACKAGE", tmp / "code")
     monkeypatch.setattr(warm, "project_backend", lambda: "jax")
     started = []
-    popen = lambda args, **_: started.append(args) or SimpleNamespace(poll=lambda: 1)  # noqa: E731; dies at once
+    popen = lambda args, **_: started.append(args) or SimpleNamespace(poll=lambda: 1)  # noqa: E731 - dies at once
     monkeypatch.setattr(warm, "subprocess", SimpleNamespace(Popen=popen, DEVNULL=subprocess.DEVNULL))
     yield SimpleNamespace(tmp=tmp, folder=tmp / f"adder-warm-{os.getuid()}", started=started)
     shutil.rmtree(tmp, ignore_errors=True)
