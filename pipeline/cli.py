@@ -134,6 +134,7 @@ def serve(
     model: Annotated[str | None, typer.Argument(
         help="task, experiment or MLflow model URI [default: every task's champion, models:/adder-all@champion]",
     )] = None,
+    model_option: Annotated[str | None, typer.Option("--model", help="the same as MODEL, as predict takes it")] = None,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
 ) -> None:
@@ -142,9 +143,11 @@ def serve(
     from pipeline.config import project_root
     from pipeline.server import serve as serve_model
 
+    if model is not None and model_option is not None and model != model_option:
+        raise AdderError(f"give MODEL or --model, not both ({model!r} and {model_option!r})")
     root = project_root()
     tracking.connect(root)  # an unreachable tracking server fails here, in one line
-    uri = registry.served_model_uri(root, model)
+    uri = registry.served_model_uri(root, model or model_option)
     typer.echo(f"serving {uri} at http://{host}:{port}/invocations")
     sys.stdout.flush()  # the process is replaced next
     serve_model(uri, host, port, tracking.tracking_uri(root))
@@ -175,4 +178,23 @@ def retrain_report(
 def main() -> None:
     from pipeline.command import run_command
 
-    run_command(lambda: app(prog_name="adder"), "pipeline.cli")  # prog_name: not the module a warm fork runs under
+    run_command(lambda: sys.exit(invoke()), "pipeline.cli")
+
+
+def invoke() -> int:
+    """Runs the app; a usage error (an unknown option, a missing value) is one line naming --help."""
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(prog_name="adder", standalone_mode=False)  # prog_name: not the module a warm fork runs under
+    except TyperException as e:
+        if not e.format_message():  # `adder` alone: the help was the answer
+            return e.exit_code
+        context = getattr(e, "ctx", None)
+        usage = f" (usage: {context.command_path} --help)" if context is not None else ""
+        raise AdderError(f"{e.format_message()}{usage}") from None
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    main()

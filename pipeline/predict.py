@@ -93,6 +93,8 @@ def load_predictors(root: Path, model: str | None, steps: bool = False) -> Predi
         return published(root, steps)
     if model.startswith(("models:/", "runs:/")):
         return Predictors([load_from_mlflow(model)])
+    if not Path(model).is_dir() and ("/" in model or model.startswith(".")):
+        raise AdderError(f"no model {model!r}: no such model folder, and not an experiment or an MLflow URI")
     folder = Path(model) if Path(model).is_dir() else experiment_folder(root, model)
     if not folder.is_dir():
         hint = (f"; a stage may be retraining it, or one was interrupted: `dvc checkout {folder.relative_to(root)}` "

@@ -5,6 +5,7 @@ so no Keras is needed: what is under test is the reading, routing and writing ar
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -155,3 +156,19 @@ def test_experiment_names_never_leave_models(tmp_path, name):
 
     with pytest.raises(AdderError, match="is not an experiment name"):
         experiment_folder(tmp_path, name)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["serve", "--model"], "error: Option '--model' requires an argument."),
+    (["predict", "--nosuch"], "error: No such option: --nosuch (usage: adder predict --help)"),
+    (["predict", "1+2", "--model", "/no/such/folder"], "no such model folder"),
+])
+def test_usage_errors_are_one_line(args, says):
+    """`adder serve --model` without a value printed a framed usage box naming only --help."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != "ADDER_WARM"})
+    assert result.returncode == 2 and result.stdout == "", result
+    assert len(result.stderr.splitlines()) == 1 and says in result.stderr, result.stderr
