@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -172,3 +173,33 @@ def test_usage_errors_are_one_line(args, says):
                             env={k: v for k, v in os.environ.items() if k != "ADDER_WARM"})
     assert result.returncode == 2 and result.stdout == "", result
     assert len(result.stderr.splitlines()) == 1 and says in result.stderr, result.stderr
+
+
+def test_a_model_from_mlflow_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """`--model models:/...` downloaded into /tmp/adder-XXXX and left it there, a folder per call. MLflow is
+    a stand-in here: a download that writes a model without a codec, which is refused."""
+    import tempfile
+
+    import mlflow
+
+    from pipeline import tracking
+
+    def download(uri, dst_path):
+        (Path(dst_path) / "MLmodel").write_text("flavors: {}\n")
+        return dst_path
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tracking, "connect", lambda root: None)
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download)
+    with pytest.raises(AdderError, match="is not an adder model"):
+        predict.load_from_mlflow("models:/m-" + "0" * 32)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("terms", [3, 4])
+def test_the_grammar_hint_cites_an_expression_the_model_accepts(terms):
+    """The brackets model's hint cited (12+7)*3-40, four terms, which its own 3-term grammar refused."""
+    limits = Limits(terms=terms, low=0, high=99, ops="+-*", min_terms=2, brackets=True)
+    assert limits.check(limits.example) == limits.example
+    with pytest.raises(AdderError, match=f"like {re.escape(limits.example)}"):
+        limits.check("12++50")
