@@ -61,17 +61,25 @@ def published(root: Path, steps: bool = False) -> Predictors:
     ranked = []
     for folder in sorted(path for path in (root / "models").glob("*") if path.is_dir() and NAME.fullmatch(path.name)):
         try:
-            verified(folder)
-            codec = accepting(read_codec(folder / "codec.json"), measured_lengths(root, folder.name))
+            predictor = from_folder(root, folder)
             val = float(pd.read_csv(folder / "history.csv")["val_exact_match"].iloc[-1])
         except (AdderError, OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):
             continue
+        codec = predictor.codec
         if not isinstance(codec, NumberCodec) and (codec.writes_steps or not steps):
-            ranked.append((-val, -codec.limits.high, folder.name, Predictor(codec, str(folder), keras_loader(folder))))
+            ranked.append((-val, -codec.limits.high, folder.name, predictor))
     if not ranked:
         raise AdderError(f"no trained sequence model{' writing worked steps' if steps else ''} yet; run `make run` "
                          "(or `dvc repro`) first, or pass --model")
     return Predictors([predictor for *_, predictor in sorted(ranked, key=lambda r: r[:3])])
+
+
+def from_folder(root: Path, folder: Path) -> Predictor:
+    """The model published in folder, once checked against run.json; its codec accepting the operand lengths
+    its evaluation measured, its Keras model loaded on first use."""
+    verified(folder)
+    codec = accepting(read_codec(folder / "codec.json"), measured_lengths(root, folder.name))
+    return Predictor(codec, str(folder), lambda: load_keras(folder / "model.keras"))
 
 
 def measured_lengths(root: Path, experiment: str) -> dict[int, float]:
@@ -93,17 +101,17 @@ def load_predictors(root: Path, model: str | None, steps: bool = False) -> Predi
         return published(root, steps)
     if model.startswith(("models:/", "runs:/")):
         return Predictors([load_from_mlflow(model)])
-    if not Path(model).is_dir() and ("/" in model or model.startswith(".")):
+    if Path(model).is_dir():
+        return Predictors([from_folder(root, Path(model))])
+    if "/" in model or model.startswith("."):
         raise AdderError(f"no model {model!r}: no such model folder, and not an experiment or an MLflow URI")
-    folder = Path(model) if Path(model).is_dir() else experiment_folder(root, model)
+    folder = experiment_folder(root, model)
     if not folder.is_dir():
         hint = (f"; a stage may be retraining it, or one was interrupted: `dvc checkout {folder.relative_to(root)}` "
-                "restores the last one" if folder.parent == root / "models" and locked(root, folder) else "")
+                "restores the last one" if locked(root, folder) else "")
         raise AdderError(f"no model {model!r}: not an experiment with a trained model, a model folder or an "
                          f"MLflow URI{hint}")
-    verified(folder)
-    codec = accepting(read_codec(folder / "codec.json"), measured_lengths(root, folder.name))
-    return Predictors([Predictor(codec, str(folder), keras_loader(folder))])
+    return Predictors([from_folder(root, folder)])
 
 
 def locked(root: Path, folder: Path) -> bool:
@@ -112,10 +120,6 @@ def locked(root: Path, folder: Path) -> bool:
         return f"path: {folder.relative_to(root)}\n" in (root / "dvc.lock").read_text()
     except OSError:
         return False
-
-
-def keras_loader(folder: Path):
-    return lambda: load_keras(folder / "model.keras")
 
 
 def load_from_mlflow(uri: str) -> Predictor:
