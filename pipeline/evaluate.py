@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.codec import Codec, NumberCodec
+from pipeline.decoding import outputs
 from pipeline.digits import long_problems
 
 LENGTH_PROBLEMS = 1000  # per operand length in the length-generalisation test
@@ -12,8 +13,6 @@ LENGTH_PROBLEMS = 1000  # per operand length in the length-generalisation test
 
 def predict_answers(model, codec: Codec, texts) -> np.ndarray:
     """Answers as strings for problems as (validated, space-free) text."""
-    from pipeline.decoding import outputs  # Keras: imported once a model runs
-
     if len(texts) == 0:
         return np.empty(0, dtype=str)
     return codec.decode(outputs(model, codec, codec.encode_inputs(texts)))
@@ -22,8 +21,6 @@ def predict_answers(model, codec: Codec, texts) -> np.ndarray:
 def predict_worked(model, codec: Codec, texts) -> tuple[np.ndarray, np.ndarray]:
     """Answers and the worked steps the model wrote before them (';' between steps), for a codec that
     writes steps."""
-    from pipeline.decoding import outputs  # Keras: imported once a model runs
-
     if len(texts) == 0:
         return np.empty(0, dtype=str), np.empty(0, dtype=str)
     written = outputs(model, codec, codec.encode_inputs(texts))

@@ -6,6 +6,7 @@ MLflow run that logged exactly these files, with each file's sha256; whoever loa
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # an experiment's folder name:
 
 def experiment_folder(root: Path, name: str) -> Path:
     """models/<name>/, for an experiment name that cannot leave models/ (no '/', no '..')."""
-    if not NAME.fullmatch(name) or ".." in name:
+    if not NAME.fullmatch(name):
         raise AdderError(f"{name!r} is not an experiment name (letters, digits, '_', '-' and '.'; no '/' or '..')")
     return root / "models" / name
 STAGING = ".staging-"  # models/.staging-<experiment>-*: a training in progress, or one that was killed
@@ -111,6 +112,12 @@ def malformed(info: dict) -> str | None:
             ("chosen_seed" in info and info["chosen_seed"] not in seeds):
         return "seeds"
     return None
+
+
+def validation_score(folder: Path) -> float:
+    """The exact match on the validation split after the last epoch, from the folder's history.csv."""
+    with open(folder / "history.csv", newline="") as history:
+        return float(list(csv.DictReader(history))[-1]["val_exact_match"])
 
 
 def load_trained(folder: Path) -> tuple:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline.codec import Codec, NumberCodec, accepting, codec_of, lengths_in
 from pipeline.errors import AdderError
 from pipeline.evaluate import predict_answers
 from pipeline.expressions import refusal
-from pipeline.model_folder import NAME, experiment_folder, load_keras, read_codec, verified
+from pipeline.model_folder import NAME, experiment_folder, load_keras, read_codec, validation_score, verified
 
 
 class Predictor:
@@ -62,8 +62,8 @@ def published(root: Path, steps: bool = False) -> Predictors:
     for folder in sorted(path for path in (root / "models").glob("*") if path.is_dir() and NAME.fullmatch(path.name)):
         try:
             predictor = from_folder(root, folder)
-            val = float(pd.read_csv(folder / "history.csv")["val_exact_match"].iloc[-1])
-        except (AdderError, OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):
+            val = validation_score(folder)
+        except (AdderError, OSError, ValueError, KeyError, IndexError, csv.Error):
             continue
         codec = predictor.codec
         if not isinstance(codec, NumberCodec) and (codec.writes_steps or not steps):

@@ -12,16 +12,10 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.errors import AdderError
 from pipeline.expressions import shown
-from pipeline.serving import (
-    MAX_BODY_BYTES,
-    MAX_DRAIN_BYTES,
-    MAX_ROWS,
-    ONE_COLUMN,
-    Refused,
-    bounded,
-    check_limits,
-    not_a_string,
-)
+from pipeline.serving import MAX_ROWS, ONE_COLUMN, Refused, bounded, check_limits, not_a_string
+
+MAX_BODY_BYTES = 1 << 20  # a larger request body is refused (413) before it is read into JSON
+MAX_DRAIN_BYTES = 64 << 20  # a body over MAX_BODY_BYTES is read and dropped up to this, so the client reads the 413
 
 FORMATS = ("inputs", "instances", "dataframe_split", "dataframe_records")  # MLflow's JSON request formats
 logger = logging.getLogger("uvicorn.error")

@@ -28,9 +28,7 @@ SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]),
                            outputs=Schema([ColSpec("string", name, required=False)
                                            for name in ("answer", "error", "model")]))
 MAX_ROWS = 1_000  # per request; more is a 413 before any model runs
-MAX_BODY_BYTES = 1 << 20  # `adder serve` refuses a larger request body (413) before reading it into JSON
 MAX_ERROR_CHARS = 200  # a row's error or a refusal is cut to this: 1,000 refused rows answer in well under 1 MB
-MAX_DRAIN_BYTES = 64 << 20  # a body over MAX_BODY_BYTES is read and dropped up to this, so the client reads the 413
 ONE_COLUMN = "the model takes one column of expressions (one string per row)"
 
 

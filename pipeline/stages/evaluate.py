@@ -131,6 +131,7 @@ def log_and_register(exp_name: str, params: Params, run: dict, test, summary: di
                                                    {"experiment": exp_name, "model": exp.model, "framing": exp.framing})
     return decision
 
+
 def command(exp_names: list[str] | None = None) -> None:
     """`adder evaluate [EXPERIMENT...]`: the stage, a line per experiment as it is scored."""
     for name, metrics in evaluate(exp_names):

@@ -115,7 +115,7 @@ def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit
             out = seed_folder(folder, seed)
             staging = model_folder.staging_folder(out)
             runs[seed] = train_into(staging, exp_name, params, train_split, val_split, fit, seed)
-            val[seed] = float(pd.read_csv(staging / "history.csv")["val_exact_match"].iloc[-1])
+            val[seed] = model_folder.validation_score(staging)
             model_folder.publish(staging, runs[seed], out)
         chosen = chosen_seed(val)
         for name in model_folder.FILES:
