@@ -9,15 +9,19 @@ import re
 
 import numpy as np
 
-from pipeline.expressions import OPERATION_NAMES, OPERATIONS, parse
+from pipeline.expressions import OPERATION_NAMES
 
-BREAKDOWNS = ("terms", "digits", "operation", "brackets", "carries", "answer_length", "first_wrong_step", "step_kind")
-# Whether a problem's answer is right follows from its first wrong step (0% or 100% but for steps gone wrong
-# on the way to a right answer), so that breakdown is shown as how the problems spread over its groups.
-SHARES = {"first_wrong_step"}
+BREAKDOWNS = ("terms", "digits", "operation", "brackets", "carries", "answer_length", "first_wrong_step",
+              "first_wrong_kind", "step_kind")
+# Whether a problem's answer is right follows from where its steps first go wrong (0% or 100% but for steps
+# gone wrong on the way to a right answer), so those breakdowns are shown as how the problems spread over
+# their groups.
+SHARES = {"first_wrong_step", "first_wrong_kind"}
 NOT_COUNTED = "n/a"  # carries are counted for sums, borrows for one subtraction; not for the rest
 STEP_SEPARATOR = ";"
 NUMBER = re.compile(r"\d+")
+OPERATION = re.compile(r"(?<=[0-9)])[-+*]")  # a binary operation: after a number or a closing bracket
+BRACKET_DEPTHS = {0: "no", 1: "yes"}  # deeper: "nested"
 
 
 def column_carries(operands: list[int]) -> int:
@@ -41,7 +45,7 @@ def column_borrows(a: int, b: int) -> int:
 
 def features(text: str, answer: int) -> dict[str, str]:
     """The breakdown groups one problem falls in."""
-    operands, ops, span = parse(text, OPERATIONS, brackets=True)
+    operands, ops = [int(n) for n in NUMBER.findall(text)], OPERATION.findall(text)
     used = {OPERATION_NAMES[op] for op in ops}
     if set(ops) == {"+"}:
         carries = str(column_carries(operands))
@@ -53,10 +57,18 @@ def features(text: str, answer: int) -> dict[str, str]:
         "terms": str(len(operands)),
         "digits": str(max(len(str(v)) for v in operands)),
         "operation": used.pop() if len(used) == 1 else "mixed",
-        "brackets": "yes" if span else "no",
+        "brackets": BRACKET_DEPTHS.get(bracket_depth(text), "nested"),
         "carries": carries,
         "answer_length": str(len(str(answer))),
     }
+
+
+def bracket_depth(text: str) -> int:
+    depth = deepest = 0
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def group_order(group: str) -> tuple:
@@ -82,13 +94,15 @@ def first_wrong(expected: list[str], written: list[str]) -> str:
 
 
 def step_features(text: str, answer: str, steps: str, predicted: str,
-                  worked: str) -> tuple[str, list[tuple[str, bool]]]:
-    """A problem's first wrong step, and each of its steps' kind and whether it was written right."""
+                  worked: str) -> tuple[str, str, list[tuple[str, bool]]]:
+    """A problem's first wrong step, that step's kind ('answer': the final one; 'none'), and each of its
+    steps' kind and whether it was written right."""
     expected = [*(steps.split(STEP_SEPARATOR) if steps else []), answer]
     written = [*(worked.split(STEP_SEPARATOR) if worked else []), predicted]
     kinds = [(step_kind(before, step), i < len(written) - 1 and written[i] == step)
              for i, (before, step) in enumerate(zip([text, *expected], expected[:-1]))]
-    return first_wrong(expected, written), kinds
+    first = first_wrong(expected, written)
+    return first, kinds[int(first) - 1][0] if first.isdigit() else first, kinds
 
 
 def grouped(groups: np.ndarray, right: np.ndarray) -> dict[str, dict[str, float]]:
@@ -111,8 +125,9 @@ def breakdowns(texts, answers, predicted, steps=None, worked=None) -> dict[str, 
         rows = zip(np.asarray(texts).tolist(), answers.tolist(), np.asarray(steps).tolist(), predicted.tolist(),
                    np.asarray(worked).tolist())
         per_problem = [step_features(*row) for row in rows]
-        result["first_wrong_step"] = grouped(np.array([first for first, _ in per_problem], dtype=str), right)
-        kinds = [kind for _, problem_kinds in per_problem for kind in problem_kinds]
+        result["first_wrong_step"] = grouped(np.array([first for first, _, _ in per_problem], dtype=str), right)
+        result["first_wrong_kind"] = grouped(np.array([kind for _, kind, _ in per_problem], dtype=str), right)
+        kinds = [kind for _, _, problem_kinds in per_problem for kind in problem_kinds]
         if kinds:
             result["step_kind"] = grouped(np.array([k for k, _ in kinds], dtype=str), np.array([r for _, r in kinds]))
     return result

@@ -56,7 +56,7 @@ def predict(
                                                       "that accepts it]")] = None,
     file: Annotated[str | None, typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
     steps: Annotated[bool, typer.Option("--steps", help="the model's worked steps under each answer "
-                                                       "(a model trained with answer: steps)")] = False,
+                                                       "(a model trained with answer: steps or rewrite)")] = False,
 ) -> None:
     """Answer an expression, or every line of --file, with a trained model: one output line per input line."""
     from pipeline.config import project_root
@@ -70,7 +70,7 @@ def predict(
     predictors = load_predictors(project_root(), model, steps)
     if steps and not all(member.codec.writes_steps for member in predictors.members):
         raise AdderError(f"--steps: {predictors.members[0].source} was trained without worked steps; "
-                         "use a model trained with answer: steps")
+                         "use a model trained with answer: steps or rewrite")
     routed = [line if isinstance(line, AdderError) else predictors.route(line) for line in lines]
     answers = answer_routed(routed, steps)
     bad = 0
@@ -94,19 +94,12 @@ def answer_routed(routed: list, steps: bool) -> list[str]:
             groups.setdefault(id(item[0]), []).append(row)
     for rows in groups.values():
         predictor, expressions = routed[rows[0]][0], [routed[row][1] for row in rows]
-        got = with_steps(predictor, expressions) if steps else predictor.answer(expressions).tolist()
-        for row, answer in zip(rows, got):
-            answers[row] = answer
+        for row, answer in zip(rows, predictor.answer(expressions, steps)):
+            if isinstance(answer, AdderError):
+                routed[row] = answer  # reported with the refused lines
+            else:
+                answers[row] = answer
     return answers
-
-
-def with_steps(predictor, expressions: list[str]) -> list[str]:
-    """Each answer with the model's worked steps under it, one step a line, indented."""
-    from pipeline.evaluate import predict_worked
-
-    answers, worked = predict_worked(predictor.model, predictor.codec, expressions)
-    return ["\n".join([answer, *(f"  {step}" for step in steps.split(";") if step)])
-            for answer, steps in zip(answers.tolist(), worked.tolist())]
 
 
 def read_lines(file: str) -> list[str | AdderError]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.backend import BACKENDS
 from pipeline.backend import DEFAULT as DEFAULT_BACKEND
 from pipeline.errors import AdderError
-from pipeline.expressions import OPERATIONS, count_forms, largest_magnitude
+from pipeline.expressions import OPERATIONS, count_layouts, largest_magnitude
 
 PARAMS_FILE = "params.yaml"
 MODELS = ("naive_lstm", "naive_mlp", "seq2seq", "digitwise", "attention", "transformer")
@@ -22,7 +22,7 @@ SEQUENCE_MODELS = ("seq2seq", "digitwise", "attention", "transformer")
 # Input framings without options.
 FIXED_ENCODINGS = {"digitwise": "digit columns", "attention": "integer", "transformer": "integer"}
 DECODER_MODELS = ("attention", "transformer")  # fed their own previous output: they write answers of any length
-ANSWERS = ("plain", "reversed", "steps")
+ANSWERS = ("plain", "reversed", "steps", "rewrite")
 MILESTONES = (0.99, 0.999)  # held-out exact match levels whose time to reach is recorded
 
 
@@ -40,6 +40,11 @@ class Task(Strict):
     ops: str = "+"
     # One random span of two or more operands (not all) in brackets, evaluated first; or none.
     brackets: bool = False
+    # With brackets: spans inside spans up to this deep ('((12+7)*3-40)*2'), every layout equally likely.
+    nesting: int = Field(1, ge=1, le=3)
+    # Problems with any value on the way (the answer or an intermediate result) of this magnitude or more
+    # are drawn again.
+    value_limit: int | None = Field(None, ge=1)
     # Operands are either uniform in min_value..max_value (the tutorial's randint)
     # or have 1..digits digits, the digit count drawn first (Keras addition_rnn).
     min_value: int | None = Field(None, ge=0)
@@ -50,8 +55,9 @@ class Task(Strict):
     # Disjoint splits hold distinct problems and share none; tiny problem spaces
     # (the tutorial's 100 problems) are drawn with replacement instead.
     disjoint: bool = True
-    train_size: int = Field(ge=1)
-    val_size: int = Field(ge=1)
+    # A task no experiment trains on, only scored on (an experiment's eval_tasks), needs no train or val split.
+    train_size: int = Field(ge=0)
+    val_size: int = Field(ge=0)
     test_size: int = Field(ge=1)
 
     @model_validator(mode="after")
@@ -69,6 +75,13 @@ class Task(Strict):
             raise ValueError(f"ops: one or more of {OPERATIONS!r}, each once (got {self.ops!r})")
         if self.brackets and self.terms < 3:
             raise ValueError("brackets need terms >= 3 (a span of two or more operands, not all of them)")
+        if self.nesting > 1 and not self.brackets:
+            raise ValueError("nesting needs brackets: true")
+        if self.nesting > 1 and self.terms < self.nesting + 2:
+            raise ValueError(f"nesting: {self.nesting} needs terms >= {self.nesting + 2} "
+                             "(each span holds two or more operands, not all of those around it)")
+        if (self.nesting > 1 or self.value_limit is not None) and (self.digits is None or self.fixed_width):
+            raise ValueError("nesting and value_limit need digits (operands of 1..digits digits)")
         if largest_magnitude(self.terms, self.high, self.ops) >= 2**63:
             raise ValueError("answers could reach 2**63 with these terms, digits and ops (answers are int64)")
         return self
@@ -88,7 +101,9 @@ class Task(Strict):
         """How many distinct problems the task can produce (distinct texts, exactly)."""
         values = self.high - self.low + 1
         fewest = self.terms if self.min_terms is None else self.min_terms
-        return sum(values**n * count_forms(n, len(self.ops), self.brackets) for n in range(fewest, self.terms + 1))
+        depth = self.nesting if self.brackets else 0
+        return sum(values**n * len(self.ops) ** (n - 1) * count_layouts(n, depth)
+                   for n in range(fewest, self.terms + 1))
 
 
 class Experiment(Strict):
@@ -116,6 +131,8 @@ class Experiment(Strict):
     max_seconds: float | None = Field(None, gt=0)
     # Operand lengths (digits) to test on after training, far past the training lengths.
     eval_lengths: tuple[Annotated[int, Field(ge=1, le=10_000)], ...] = ()
+    # Tasks the model never trains on, scored on their test split after training (exact_match_on_<task>).
+    eval_tasks: tuple[str, ...] = ()
     # Character encodings (seq2seq): the defaults are the tutorial's. integer: codes into a trained
     # Embedding (targets as integer codes too); reverse: read the input backwards (Keras addition_rnn);
     # per_term: each operand left-padded to the widest operand; mask: pad steps skipped by the encoder.
@@ -128,7 +145,8 @@ class Experiment(Strict):
     # generalise further without it).
     head_units: int = Field(0, ge=0)
     # Decoders (attention, transformer): how the answer is written. plain: most significant digit first;
-    # reversed: least significant first (the default); steps: the worked steps first, then the answer.
+    # reversed: least significant first (the default); steps: the worked steps first, then the answer;
+    # rewrite: a step model, writing the expression after one reduction, called again until a number remains.
     answer: Literal[ANSWERS] | None = None
     # mirrored: build and train under tf.distribute.MirroredStrategy, one replica per visible GPU (or the
     # CPU alone); the batch is split across replicas, so batch_size stays the global batch.
@@ -152,12 +170,16 @@ class Experiment(Strict):
             raise ValueError("seq2seq takes units: [encoder, decoder], two numbers")
         if self.model == "transformer" and (len(set(self.units)) != 1 or self.units[0] % 4):
             raise ValueError("transformer takes units: [width, ...], one equal entry per block, a multiple of 4 heads")
+        if self.eval_tasks and self.model in (*NUMBER_MODELS, "digitwise"):
+            raise ValueError(f"eval_tasks needs a model that reads expressions as characters; {self.model} does not")
         if self.eval_lengths and self.model != "digitwise":
             raise ValueError("eval_lengths needs a length-agnostic model (digitwise)")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
         if self.oversample and not self.samples_per_epoch:
             raise ValueError("oversample draws each epoch's samples; set samples_per_epoch")
+        if self.answer == "rewrite" and self.model != "transformer":
+            raise ValueError(f"answer: rewrite (a step model) is a transformer's framing; {self.model} has none")
         if self.answer is not None and self.model not in DECODER_MODELS:
             raise ValueError(f"answer: {self.answer} needs a decoder that writes answers of any length "
                              f"({' or '.join(DECODER_MODELS)}); {self.model} writes a fixed-width answer")
@@ -199,6 +221,13 @@ class Params(Strict):
         for name, exp in self.experiments.items():
             if exp.task not in self.tasks:
                 raise ValueError(f"experiments.{name}.task: {exp.task!r} is not a task; known: {', '.join(self.tasks)}")
+            if not (self.tasks[exp.task].train_size and self.tasks[exp.task].val_size):
+                raise ValueError(f"experiments.{name}.task: {exp.task!r} has no training or validation problems "
+                                 "(train_size or val_size 0); score on such a task with eval_tasks")
+            for other in exp.eval_tasks:
+                if other not in self.tasks:
+                    raise ValueError(f"experiments.{name}.eval_tasks: {other!r} is not a task; "
+                                     f"known: {', '.join(self.tasks)}")
             pattern = rf"{re.escape(exp.task)}-{exp.model}(-[a-z0-9_]+)?"
             task = self.tasks[exp.task]
             plain_sums = task.ops == "+" and not task.brackets and (task.min_terms or task.terms) == task.terms

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.codec import Codec, NumberCodec
+from pipeline.codec import Codec, NumberCodec, RewriteCodec
 from pipeline.decoding import outputs
 from pipeline.digits import long_problems
+from pipeline.rewriting import rewrite
 
 LENGTH_PROBLEMS = 1000  # per operand length in the length-generalisation test
 
@@ -15,7 +16,20 @@ def predict_answers(model, codec: Codec, texts) -> np.ndarray:
     """Answers as strings for problems as (validated, space-free) text."""
     if len(texts) == 0:
         return np.empty(0, dtype=str)
+    if isinstance(codec, RewriteCodec):
+        return rewrite(model, codec, texts).answers
     return codec.decode(outputs(model, codec, codec.encode_inputs(texts)))
+
+
+def predict_explained(model, codec: Codec, texts, steps: bool = False) -> tuple[np.ndarray, np.ndarray | None, list]:
+    """Answers, the worked steps before them (with steps, for a codec that writes them; else None), and for
+    each problem None or why it has no answer: a step model's chain of calls can stop short of a number
+    (pipeline.rewriting); other models always answer."""
+    if isinstance(codec, RewriteCodec) and len(texts):
+        chains = rewrite(model, codec, texts)
+        return chains.answers, chains.worked if steps else None, chains.errors
+    answers, worked = predict_worked(model, codec, texts) if steps else (predict_answers(model, codec, texts), None)
+    return answers, worked, [None] * len(texts)
 
 
 def predict_worked(model, codec: Codec, texts) -> tuple[np.ndarray, np.ndarray]:
@@ -23,6 +37,9 @@ def predict_worked(model, codec: Codec, texts) -> tuple[np.ndarray, np.ndarray]:
     writes steps."""
     if len(texts) == 0:
         return np.empty(0, dtype=str), np.empty(0, dtype=str)
+    if isinstance(codec, RewriteCodec):
+        chains = rewrite(model, codec, texts)
+        return chains.answers, chains.worked
     written = outputs(model, codec, codec.encode_inputs(texts))
     return codec.decode(written), codec.worked(written)
 

@@ -21,6 +21,26 @@ def bracket_spans(terms: int) -> list[tuple[int, int]]:
     return [(first, first + size - 1) for size in range(2, terms) for first in range(terms - size + 1)]
 
 
+Span = tuple[int, int]  # (first, last) operand inside a pair of brackets
+
+
+@cache
+def layouts(terms: int, depth: int) -> tuple[tuple[Span, ...], ...]:
+    """Every way to bracket `terms` operands with spans nested up to `depth` deep, outermost first; each span
+    encloses two or more operands but not all of those around it. () is no brackets."""
+    found: list[tuple[Span, ...]] = [()]
+    if depth:
+        for first, last in bracket_spans(terms):
+            found += [((first, last), *((a + first, b + first) for a, b in inner))
+                      for inner in layouts(last - first + 1, depth - 1)]
+    return tuple(found)
+
+
+def count_layouts(terms: int, depth: int) -> int:
+    """How many bracket layouts `terms` operands have, nested up to `depth` deep."""
+    return len(layouts(terms, depth))
+
+
 def largest_magnitude(terms: int, high: int, ops: str) -> int:
     """An upper bound on |value| of any expression of `terms` operands in 0..high, whatever the
     bracketing: |a+b|, |a-b| <= |a|+|b| and |a*b| = |a||b|, maximised over every split of the operands."""
@@ -187,7 +207,26 @@ def render(operands: list[int], ops: list[str], span: tuple[int, int] | None) ->
     return "".join(parts)
 
 
-@cache
-def count_forms(terms: int, n_ops: int, brackets: bool) -> int:
-    """Distinct operator-and-bracket layouts of `terms` operands."""
-    return n_ops ** (terms - 1) * (1 + (len(bracket_spans(terms)) if brackets else 0))
+SIGNED_NUMBER = re.compile(r"-?[0-9]+")
+
+
+def is_expression(text: str) -> bool:
+    """Whether text is an expression a step model may write: signed numbers joined by + - *, with
+    balanced brackets nested to any depth ('8+-85', '3*(0400+4500)', '((1+2)*3-4)*5')."""
+    depth, position, expect_operand = 0, 0, True
+    while position < len(text):
+        char = text[position]
+        if expect_operand and char == "(":
+            depth, position = depth + 1, position + 1
+        elif expect_operand:
+            number = SIGNED_NUMBER.match(text, position)
+            if number is None:
+                return False
+            position, expect_operand = number.end(), False
+        elif char == ")" and depth:
+            depth, position = depth - 1, position + 1
+        elif char in OPERATIONS:
+            position, expect_operand = position + 1, True
+        else:
+            return False
+    return not expect_operand and depth == 0

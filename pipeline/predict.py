@@ -7,11 +7,9 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.codec import Codec, NumberCodec, accepting, codec_of, lengths_in
 from pipeline.errors import AdderError
-from pipeline.evaluate import predict_answers
+from pipeline.evaluate import predict_explained
 from pipeline.expressions import refusal
 from pipeline.model_folder import NAME, experiment_folder, load_keras, read_codec, validation_score, verified
 
@@ -30,9 +28,15 @@ class Predictor:
             self.loaded = self.load()
         return self.loaded
 
-    def answer(self, expressions: list[str]) -> np.ndarray:
-        """Answers for expressions already checked by codec.check."""
-        return predict_answers(self.model, self.codec, expressions)
+    def answer(self, expressions: list[str], steps: bool = False) -> list[str | AdderError]:
+        """Answers for expressions already checked by codec.check, with steps each followed by the worked
+        steps the model wrote before it, one a line, indented; where there is none (a step model's chain
+        stopped short of a number), the AdderError that says why."""
+        answers, worked, errors = predict_explained(self.model, self.codec, expressions, steps)
+        if steps:
+            answers = ["\n".join([answer, *(f"  {step}" for step in chain.split(";") if step)])
+                       for answer, chain in zip(answers.tolist(), worked.tolist())]
+        return [AdderError(error) if error else str(answer) for answer, error in zip(answers, errors)]
 
 
 class Predictors:

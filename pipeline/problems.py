@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import nested
 from pipeline.config import Task
 from pipeline.digits import number_widths
 from pipeline.errors import AdderError
@@ -110,6 +111,9 @@ def is_plain_sum(task: Task) -> bool:
 
 
 def sample_problems(task: Task, n: int, rng: np.random.Generator) -> Problems:
+    if task.nesting > 1 or task.value_limit is not None:
+        text, answer, steps = zip(*(nested.draw(task, rng) for _ in range(n))) if n else ((), (), ())
+        return Problems(np.array(text, dtype=str), np.array(answer, dtype=np.int64), np.array(steps, dtype=str))
     if not is_plain_sum(task):
         return expression_problems(task, n, rng)
     operands = sample_operands(task, n, rng)  # the fast path: scalar-bound draws, no expression logic
@@ -372,7 +376,7 @@ def write_csv(problems: Problems, path: Path) -> str:
     header = HEADER
     if problems.steps is not None:
         lines, header = np.char.add(np.char.add(lines, ","), problems.steps), STEPS_HEADER
-    data = (header + "\n" + "\n".join(lines.tolist()) + "\n").encode()
+    data = "\n".join([header, *lines.tolist()]).encode() + b"\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
@@ -391,3 +395,4 @@ def read_csv(path: Path) -> Problems:
         return Problems(text.astype(str), rest.astype(np.int64))
     answer, steps = np.char.partition(rest, ",")[:, [0, 2]].T if len(rows) else (rows, rows)
     return Problems(text.astype(str), answer.astype(np.int64), steps.astype(str))
+

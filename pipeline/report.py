@@ -17,8 +17,11 @@ TITLES = {"terms": "number of terms", "digits": "digits of the longest operand",
           "brackets": "brackets", "carries": "carries (sums) or borrows (one subtraction)",
           "answer_length": "answer length (characters)",
           "first_wrong_step": "first wrong step (answer: only the final answer wrong; none: all right)",
+          "first_wrong_kind": "kind of the first wrong step (answer: only the final answer wrong; none: all "
+                              "right)",
           "step_kind": "kind of worked step (steps written right)"}
-STEP_BREAKDOWNS = {"first_wrong_step", "step_kind"}  # a single group of these does not repeat the overall figure
+# A single group of these does not repeat the overall figure.
+STEP_BREAKDOWNS = {"first_wrong_step", "first_wrong_kind", "step_kind"}
 
 
 def figure_name(name: str) -> str:
@@ -41,8 +44,27 @@ def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
         ]) + " |")
     sections = [breakdown_table(name, metrics) for name in BREAKDOWNS]
     return ("# Experiments\n\nExact match: the whole answer right, on the test split (the mean over seeds where an "
-            "experiment has several).\n\n" + "\n".join(lines) + "\n" + studies_section(params, metrics)
-            + seeds_section(params, metrics) + "".join(section for section in sections if section))
+            "experiment has several).\n\n" + "\n".join(lines) + "\n" + held_out_section(params, metrics)
+            + studies_section(params, metrics) + seeds_section(params, metrics)
+            + "".join(section for section in sections if section))
+
+
+def held_out_section(params: Params, metrics: dict[str, dict]) -> str:
+    """Each experiment scored on tasks it never trained on (eval_tasks), beside its own test split."""
+    rows = [(name, exp, task, m["held_out"][task]) for name, m in metrics.items()
+            for exp in [params.experiments[name]] for task in m.get("held_out", {})]
+    if not rows:
+        return ""
+    lines = ["| experiment | framing | trained on | exact match there | scored on | exact match | readable | "
+             "seen in training | most often first wrong |", "|" + "---|" * 9]
+    for name, exp, task, held in rows:
+        wrong = {g: c["count"] for g, c in held["breakdown"].get("first_wrong_kind", {}).items() if g != "none"}
+        lines.append(f"| {name} | {exp.framing} | {exp.task} | {cell(metrics[name].get('exact_match'), '.1%')} | "
+                     f"{task} | {cell(held['exact_match'], '.1%')} | {cell(held['readable'], '.0%')} | "
+                     f"{cell(held['overlap_train'], '.0%')} | {max(wrong, key=wrong.get) if wrong else '–'} |")
+    return ("\n## Tasks never trained on\n\nEach model scored, untrained, on another task's test split: a problem "
+            "it cannot read (longer than its input, or with symbols it has no code for) counts as wrong.\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:

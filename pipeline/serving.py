@@ -108,20 +108,22 @@ class AdderModel(mlflow.pyfunc.PythonModel):
 
     # Typed as MLflow's schema check hands it over; a DataFrame hint also keeps MLflow from inferring a schema.
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from pipeline.evaluate import predict_answers
+        from pipeline.evaluate import predict_explained
 
         expressions = expressions_of(model_input)
         check_limits(expressions)
         routed = [self.route(expression) for expression in expressions]
         answers: list = [None] * len(routed)
+        errors: list = [None if chosen is not None else bounded(error) for chosen, error in routed]
         for member, (_, model, codec) in enumerate(self.served):
             rows = [row for row, (chosen, _) in enumerate(routed) if chosen == member]
             if rows:
                 with self.lock:
-                    for row, answer in zip(rows, predict_answers(model, codec, [routed[row][1] for row in rows])):
-                        answers[row] = str(answer)
+                    got, _, why = predict_explained(model, codec, [routed[row][1] for row in rows])
+                for row, answer, error in zip(rows, got.tolist(), why):
+                    answers[row], errors[row] = (None, bounded(error)) if error else (str(answer), None)
         return pd.DataFrame({"answer": answers,
-                             "error": [None if chosen is not None else bounded(error) for chosen, error in routed],
+                             "error": errors,
                              "model": [None if chosen is None else self.served[chosen][0] for chosen, _ in routed]},
                             dtype=object)
 

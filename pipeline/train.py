@@ -196,10 +196,11 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
           on_epoch: EpochHook | None = None) -> Trained:
     seed_everything(seed)
     codec = make_codec(exp, Limits.of(task), train_split)
-    chances = draw_chances(train_split.text, task.ops, exp.oversample)
+    rows = codec.training_rows(train_split)
+    chances = draw_chances(rows.text, task.ops, exp.oversample)
     rng = np.random.default_rng(seed)
-    indices = epoch_indices(len(train_split), exp, rng, chances)
-    x, y = codec.training_pair(train_split.text, train_split.answer, train_split.steps)
+    indices = epoch_indices(len(rows), exp, rng, chances)
+    x, y = codec.training_pair(rows.text, rows.answer, rows.steps)
     if (widths := codec.target_widths(y)) is not None:
         indices = by_width(indices, widths, exp.batch_size, rng)
     stream = EpochBatches(x, y, indices, exp.batch_size, widths)

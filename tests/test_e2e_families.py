@@ -27,6 +27,8 @@ TINY_FAMILIES = {
         "ops": {"terms": 2, "digits": 2, "ops": "+-*", "train_size": 200, "val_size": 30, "test_size": 60},
         "brackets": {"terms": 3, "min_terms": 2, "digits": 2, "ops": "+-*", "brackets": True,
                      "train_size": 200, "val_size": 30, "test_size": 60},
+        "deep": {"terms": 4, "digits": 2, "ops": "+-*", "brackets": True, "nesting": 2, "value_limit": 1000000,
+                 "train_size": 0, "val_size": 0, "test_size": 30},
     },
     "experiments": {
         "terms-seq2seq": {"task": "terms", "model": "seq2seq", "units": [8, 8], "epochs": 2,
@@ -37,7 +39,11 @@ TINY_FAMILIES = {
         "brackets-seq2seq": {"task": "brackets", "model": "seq2seq", "units": [8, 8], "epochs": 2,
                              "samples_per_epoch": 50, "batch_size": 25, "encoding": "integer", "mask": True},
         "brackets-transformer-steps": {"task": "brackets", "model": "transformer", "units": [8], "epochs": 1,
-                                       "samples_per_epoch": 50, "batch_size": 25, "answer": "steps"},
+                                       "samples_per_epoch": 50, "batch_size": 25, "answer": "steps",
+                                       "eval_tasks": ["deep"]},
+        "brackets-transformer-rewrite": {"task": "brackets", "model": "transformer", "units": [8], "epochs": 1,
+                                         "samples_per_epoch": 50, "batch_size": 25, "answer": "rewrite",
+                                         "eval_tasks": ["deep"]},
     },
 }
 
@@ -158,3 +164,32 @@ def test_worked_steps_in_breakdowns_and_predict(families_repo):
                   families_repo)
     assert refused.returncode == 2 and "--steps:" in refused.stderr and "trained without worked steps" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, shown(refused)
+
+
+@pytest.mark.e2e
+def test_step_model_and_a_task_deeper_than_training(families_repo):
+    """A step model (answer: rewrite) trains on brackets' reductions and, like the worked-steps model, is
+    scored on `deep`, a task no experiment trains on: nested brackets, problems none of brackets' training
+    problems; predict --steps shows its rewrites, and a chain that goes wrong is a one-line error."""
+    deep = read_json(families_repo / "data" / "deep" / "summary.json")
+    assert deep["splits"]["train"]["size"] == 0 and deep["splits"]["test"]["size"] == 30
+    for name in ("brackets-transformer-rewrite", "brackets-transformer-steps"):
+        evaluation = read_json(families_repo / "evaluation" / f"{name}.json")
+        held = evaluation["held_out"]["deep"]
+        assert held["test_size"] == 30 and held["overlap_train"] == 0.0
+        assert evaluation["exact_match_on_deep"] == held["exact_match"]
+        assert read_json(families_repo / "metrics" / f"{name}.json")["exact_match_on_deep"] == held["exact_match"]
+        assert "nested" in held["breakdown"]["brackets"]
+    rewrite = read_json(families_repo / "evaluation" / "brackets-transformer-rewrite.json")
+    assert rewrite["held_out"]["deep"]["readable"] == 1.0  # it reads expressions twice as long as it trained on
+    assert sum(c["count"] for c in rewrite["breakdown"]["first_wrong_kind"].values()) == 60
+    assert "## Tasks never trained on" in (families_repo / "reports" / "comparison.md").read_text()
+    shown_steps = run([str(BIN / "adder"), "predict", "(12+7)*3", "--model", "brackets-transformer-rewrite",
+                       "--steps"], families_repo)
+    assert shown_steps.returncode in (0, 2), shown(shown_steps)  # a tiny model writes anything
+    if shown_steps.returncode:
+        assert shown_steps.stderr.startswith("error: ") and len(shown_steps.stderr.splitlines()) == 1
+        assert "call " in shown_steps.stderr or "calls" in shown_steps.stderr, shown(shown_steps)
+    else:
+        answer, *steps = shown_steps.stdout.rstrip("\n").split("\n")
+        assert answer.lstrip("-").isdigit() and all(step.startswith("  ") for step in steps), shown(shown_steps)

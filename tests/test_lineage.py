@@ -174,7 +174,10 @@ BLAST_RADIUS = {
     "pipeline/train.py": [EVERY_TRAINING],
     "pipeline/problems.py": [EVERY_TRAINING, "evaluate", "generate"],
     "pipeline/kinds/transformer.py": ["evaluate", "train@brackets-transformer", "train@brackets-transformer-reversed",
-                                      "train@ops-transformer", "train@ops-transformer-reversed"],
+                                      "train@brackets-transformer-rewrite", "train@ops-transformer",
+                                      "train@ops-transformer-reversed"],
+    "pipeline/nested.py": [EVERY_TRAINING, "evaluate", "generate"],
+    "pipeline/rewriting.py": [EVERY_TRAINING, "evaluate"],
     "pipeline/kinds/digitwise.py": ["evaluate", "train@add10-digitwise", "train@add3-digitwise",
                                     "train@terms-digitwise"],
 }

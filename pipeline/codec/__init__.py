@@ -13,15 +13,17 @@ from pathlib import Path
 from pipeline.codec.chars import CharCodec
 from pipeline.codec.columns import ColumnCodec
 from pipeline.codec.numbers import NumberCodec
+from pipeline.codec.rewrites import RewriteCodec
 from pipeline.codec.tokens import TokenCodec
 from pipeline.errors import AdderError
 from pipeline.expressions import Limits
 
-__all__ = ["CharCodec", "Codec", "ColumnCodec", "Limits", "NumberCodec", "TokenCodec", "accepting", "codec_of",
-           "codec_spec", "lengths_in", "load_codec", "save_codec"]
+__all__ = ["CharCodec", "Codec", "ColumnCodec", "Limits", "NumberCodec", "RewriteCodec", "TokenCodec", "accepting",
+           "codec_of", "codec_spec", "lengths_in", "load_codec", "save_codec"]
 
-Codec = CharCodec | NumberCodec | ColumnCodec | TokenCodec
-CODECS = {"chars": CharCodec, "numbers": NumberCodec, "columns": ColumnCodec, "tokens": TokenCodec}
+Codec = CharCodec | NumberCodec | ColumnCodec | TokenCodec | RewriteCodec
+CODECS = {"chars": CharCodec, "numbers": NumberCodec, "columns": ColumnCodec, "tokens": TokenCodec,
+          "rewrites": RewriteCodec}
 GENERALISES = 0.99  # the exact match at which a model counts as adding operands of a length
 
 

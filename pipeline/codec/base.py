@@ -40,6 +40,10 @@ class Checked:
         length-agnostic codec widens."""
         return self
 
+    def training_rows(self, problems):
+        """The rows a model is trained on: the problems themselves, for every codec but a step model's."""
+        return problems
+
     def training_pair(self, texts, answers, steps=None) -> tuple:
         """(inputs, targets) for training; steps (worked steps) matter only to codecs that write them."""
         return self.encode_inputs(texts), self.encode_targets(answers)

@@ -12,7 +12,7 @@ from pipeline.codec.chars import CharCodec
 from pipeline.codec.matrices import char_matrix
 from pipeline.errors import AdderError
 
-ANSWERS = ("plain", "reversed", "steps")
+ANSWERS = ("plain", "reversed", "steps")  # "rewrite" is RewriteCodec's
 STEP_SEPARATOR = ";"
 
 

@@ -10,41 +10,69 @@ import weakref
 import keras
 from keras import layers
 
-from pipeline.codec import Limits, TokenCodec
+from pipeline.codec import Limits, RewriteCodec, TokenCodec
 
 WORDS = "an encoder-decoder transformer"
 LOSS = "sparse_categorical_crossentropy"
 
 
 def codec(exp, limits: Limits, train=None) -> TokenCodec:
-    return TokenCodec.fitted(limits, exp.answer, train)
+    framing = RewriteCodec if exp.answer == "rewrite" else TokenCodec
+    return framing.fitted(limits, exp.answer, train)
 
 
 @keras.saving.register_keras_serializable(package="adder")
 class PositionalEmbedding(layers.Layer):
-    """Token embedding plus a learned embedding of each position."""
+    """Token embedding plus a learned embedding of each position. With `digits` (the codes of the digits
+    0-9) it also embeds each digit's place in its number (0 for the first digit written, 1 for the next,
+    ...; non-digits have none): with numbers written least significant digit first, digits of the same
+    place value then look alike to attention wherever their numbers stand, which adding and multiplying
+    need."""
 
-    def __init__(self, vocabulary: int, length: int, dim: int, **kwargs):
+    def __init__(self, vocabulary: int, length: int, dim: int, digits: tuple = (), **kwargs):
         super().__init__(**kwargs)
-        self.vocabulary, self.length, self.dim = vocabulary, length, dim
+        self.vocabulary, self.length, self.dim, self.digits = vocabulary, length, dim, tuple(digits)
         self.tokens = layers.Embedding(vocabulary, dim)
         self.positions = layers.Embedding(length, dim)
+        self.places = layers.Embedding(length + 1, dim) if self.digits else None
 
     def build(self, input_shape):
         # Built here, not on first call, so that a loaded model gets its weights before they are assigned.
         self.tokens.build(input_shape)
         self.positions.build((self.length,))
+        if self.places is not None:
+            self.places.build(input_shape)
         super().build(input_shape)
 
-    def call(self, codes):
-        return self.tokens(codes) + self.positions(keras.ops.arange(keras.ops.shape(codes)[-1]))
+    def is_digit(self, codes):
+        return keras.ops.any(keras.ops.expand_dims(codes, -1) == keras.ops.array(self.digits, "int32"), axis=-1)
 
-    def at(self, codes, position):
-        """The embedding of codes (batch, 1) all standing at one position (a scalar tensor)."""
-        return self.tokens(codes) + self.positions(keras.ops.reshape(position, (1,)))
+    def place_codes(self, codes):
+        """(batch, length): 1 + each digit's place in its run of digits, 0 for anything else."""
+        digit = keras.ops.cast(self.is_digit(codes), "int32")
+        run = keras.ops.cumsum(1 - digit, axis=-1)  # digits of one number share the count of non-digits before
+        width = keras.ops.shape(codes)[-1]
+        before = keras.ops.arange(width)[None, :] <= keras.ops.arange(width)[:, None]  # (i, j): j <= i
+        same = (run[:, :, None] == run[:, None, :]) & before[None] & (digit[:, None, :] > 0)
+        return keras.ops.sum(keras.ops.cast(same, "int32"), axis=-1) * digit
+
+    def next_place(self, codes, place):
+        """The place code of codes (batch, 1) written after a token of place code `place`."""
+        return keras.ops.where(self.is_digit(codes), keras.ops.minimum(place + 1, self.length), 0)
+
+    def call(self, codes):
+        embedded = self.tokens(codes) + self.positions(keras.ops.arange(keras.ops.shape(codes)[-1]))
+        return embedded if self.places is None else embedded + self.places(self.place_codes(codes))
+
+    def at(self, codes, position, place=None):
+        """The embedding of codes (batch, 1) all standing at one position (a scalar tensor), each digit at
+        its place code (batch, 1)."""
+        embedded = self.tokens(codes) + self.positions(keras.ops.reshape(position, (1,)))
+        return embedded if self.places is None else embedded + self.places(place)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "vocabulary": self.vocabulary, "length": self.length, "dim": self.dim}
+        return {**super().get_config(), "vocabulary": self.vocabulary, "length": self.length, "dim": self.dim,
+                "digits": list(self.digits)}
 
 
 @keras.saving.register_keras_serializable(package="adder")
@@ -111,10 +139,14 @@ def build(exp, codec: TokenCodec) -> keras.Model:
     dim, heads = exp.units[0], 4
     expression = keras.Input((codec.in_width,), dtype="int32", name="expression")
     previous = keras.Input((None,), dtype="int32", name="previous_tokens")
-    memory = PositionalEmbedding(codec.n_symbols, codec.in_width, dim, name="expression_embedding")(expression)
+    # A step model's expressions and rewrites are both full of numbers to line up digit by digit.
+    rewrites = isinstance(codec, RewriteCodec)
+    memory = PositionalEmbedding(codec.n_symbols, codec.in_width, dim, codec.input_digits if rewrites else (),
+                                 name="expression_embedding")(expression)
     for _ in exp.units:
         memory = TransformerBlock(dim, heads)(memory)
-    x = PositionalEmbedding(codec.out_symbols, codec.out_steps, dim, name="answer_embedding")(previous)
+    x = PositionalEmbedding(codec.out_symbols, codec.out_steps, dim, tuple(range(10)) if rewrites else (),
+                            name="answer_embedding")(previous)
     for _ in exp.units:
         x = TransformerBlock(dim, heads, decoder=True)(x, memory)
     output = layers.Dense(codec.out_symbols, activation="softmax", name="next_token")(x)
@@ -151,26 +183,28 @@ class CachedGreedy(keras.Model):
         batch = keras.ops.shape(expression)[0]
 
         def write(position, state):
-            token, caches, outputs = state
-            x = self.answer_embedding.at(token, position)
+            token, place, caches, outputs = state
+            if self.answer_embedding.places is not None:
+                place = self.answer_embedding.next_place(token, place)
+            x = self.answer_embedding.at(token, position, place)
             written = []
             for block, cache, memory_keys_values in zip(self.decoder, caches, memories):
                 x, cache = block.step(x, position, cache, memory_keys_values)
                 written.append(cache)
             probabilities = self.next_token(x)
             outputs = keras.ops.slice_update(outputs, (0, position, 0), probabilities)
-            return keras.ops.cast(keras.ops.argmax(probabilities, axis=-1), "int32"), written, outputs
+            return keras.ops.cast(keras.ops.argmax(probabilities, axis=-1), "int32"), place, written, outputs
 
         caches = [tuple(keras.ops.zeros((batch, self.steps, block.heads, block.dim // block.heads)) for _ in "kv")
                   for block in self.decoder]
         start = keras.ops.zeros_like(expression[:, :1]) + self.start
         outputs = keras.ops.zeros((batch, self.steps, self.next_token.units))
-        state = (start, caches, outputs)
+        state = (start, keras.ops.zeros_like(start), caches, outputs)
         if self.steps > UNROLLED:
-            return keras.ops.fori_loop(0, self.steps, write, state)[2]
+            return keras.ops.fori_loop(0, self.steps, write, state)[3]
         for position in range(self.steps):
             state = write(position, state)
-        return state[2]
+        return state[3]
 
 
 def greedy(model, codec: TokenCodec) -> CachedGreedy:

@@ -77,18 +77,47 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     lengths = length_generalisation(model, codec, exp.eval_lengths, codec.limits.terms, params.seed)
     metrics.update({f"exact_match_{n}_digits": value for n, value in lengths.items()})
     split = breakdowns(test.text, test.answer, predicted, test.steps, worked)
+    held = {name: held_out(model, codec, root / "data", exp.task, name) for name in exp.eval_tasks}
+    metrics.update({f"exact_match_on_{name}": figures["exact_match"] for name, figures in held.items()})
     history = pd.read_csv(folder / "history.csv")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     # MLflow first: if the run is gone or the server fails, no file says this experiment was scored.
-    decision = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split, codec)
+    decision = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split, codec, held)
     seeds = per_seed(folder, run, params.seeds_of(exp_name)[0], test, predicted, metrics)
     if len(seeds) > 1:  # the chosen seed's figures above, registered; from here on the figures over seeds
         metrics.update(over_seeds(seeds))
         log_seed_runs(folder, run, seeds, headline(over_seeds(seeds)))
     write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
-    write_json({**metrics, "per_seed": seeds, "breakdown": split, "history": history.to_dict("records")},
-               root / "evaluation" / f"{exp_name}.json")
+    write_json({**metrics, "per_seed": seeds, "breakdown": split, "held_out": held,
+                "history": history.to_dict("records")}, root / "evaluation" / f"{exp_name}.json")
     return {**metrics, "breakdown": split, "registry": decision}
+
+
+def held_out(model, codec, data: Path, trained_on: str, task_name: str) -> dict:
+    """The model scored on the test split of a task it never trained on: exact match over all its problems,
+    those it cannot read (too long for its input, or characters it has no code for) counted wrong; the
+    share it can read; the share of them in its training split; the breakdowns."""
+    from pipeline.evaluate import predict_answers, predict_worked
+
+    test = problems.read_csv(data / task_name / "test.csv")
+    alphabet = set(codec.alphabet)
+    fits = np.strings.str_len(test.text) <= codec.in_width
+    readable = fits & np.array([set(text) <= alphabet for text in test.text.tolist()], dtype=bool)
+    predicted, worked = np.full(len(test), "", dtype=object), np.full(len(test), "", dtype=object)
+    if readable.any():
+        read = test.text[readable]
+        if codec.writes_steps:
+            predicted[readable], worked[readable] = predict_worked(model, codec, read)
+        else:
+            predicted[readable] = predict_answers(model, codec, read)
+    predicted = predicted.astype(str)
+    steps = test.steps if codec.writes_steps else None
+    return {"exact_match": float(np.mean(predicted == test.answer.astype(str))) if len(test) else 0.0,
+            "readable": float(readable.mean()) if len(test) else 0.0,
+            "overlap_train": problems.overlap(problems.read_csv(data / trained_on / "train.csv"), test),
+            "test_size": len(test),
+            "breakdown": breakdowns(test.text, test.answer, predicted, steps, worked.astype(str) if steps is not None
+                                    else None)}
 
 
 def serving_model(exp_name: str, codec, lengths: dict[int, float], example: str, backend_name: str) -> str:
@@ -102,7 +131,7 @@ def serving_model(exp_name: str, codec, lengths: dict[int, float], example: str,
 
 
 def log_and_register(exp_name: str, params: Params, run: dict, test, summary: dict, predicted, metrics: dict,
-                     split: dict, codec) -> dict:
+                     split: dict, codec, held: dict) -> dict:
     """Adds the test figures and samples to the training run; a sequence model also gets its serving model
     (logged once per run), registered as a version of adder-<task> and judged for champion. Returns the
     decision ({} for a model that is not registered)."""
@@ -124,6 +153,8 @@ def log_and_register(exp_name: str, params: Params, run: dict, test, summary: di
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
         tracking.log_test_metrics(breakdown_metrics(split), tested, models)
         mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")
+        for name, figures in held.items():  # tasks it never trained on: a table each
+            mlflow.log_table(pd.DataFrame(breakdown_rows(figures["breakdown"])), f"breakdown_{name}.json")
         if serving_uri:  # registered as a version of adder-<task>; champion only if it scores higher
             mlflow.set_tag("test_sha256", summary["splits"]["test"]["sha256"])
             decision = registry.register_and_crown(exp.task, serving_uri, run["run_id"], metrics["exact_match"],
