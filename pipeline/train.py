@@ -83,11 +83,14 @@ class EpochBatches(keras.utils.PyDataset):
     """Every epoch's batches in one stream (fit takes them steps_per_epoch at a time), gathered from arrays
     held once in memory; batches never straddle two epochs (x may be a tuple of arrays, for models with
     several inputs). With target widths (decoders), a batch's targets and the decoder's inputs are cut to
-    the widest target in it, rounded up (rounded_width)."""
+    the widest target in it, rounded up (rounded_width); with input widths (models that skip the padding
+    after an expression), its expressions likewise."""
 
-    def __init__(self, x, y: np.ndarray, indices: np.ndarray, batch_size: int, widths: np.ndarray | None = None):
+    def __init__(self, x, y: np.ndarray, indices: np.ndarray, batch_size: int, widths: np.ndarray | None = None,
+                 in_widths: np.ndarray | None = None):
         super().__init__()
         self.x, self.y, self.indices, self.batch_size, self.widths = x, y, indices, batch_size, widths
+        self.in_widths = in_widths
         self.steps = math.ceil(indices.shape[1] / batch_size)  # per epoch
 
     def __len__(self) -> int:
@@ -101,6 +104,8 @@ class EpochBatches(keras.utils.PyDataset):
         if self.widths is not None:
             width = int(rounded_width(self.widths[rows].max()))
             x, y = (*x[:-1], x[-1][:, :width]), y[:, :width]  # the decoder's inputs come last
+        if self.in_widths is not None:
+            x = (x[0][:, : int(rounded_width(self.in_widths[rows].max()))], *x[1:])  # the expression comes first
         return x, y
 
 
@@ -203,7 +208,7 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
     x, y = codec.training_pair(rows.text, rows.answer, rows.steps)
     if (widths := codec.target_widths(y)) is not None:
         indices = by_width(indices, widths, exp.batch_size, rng)
-    stream = EpochBatches(x, y, indices, exp.batch_size, widths)
+    stream = EpochBatches(x, y, indices, exp.batch_size, widths, codec.input_widths(rows.text))
     steps = stream.steps
     with replicas(exp, indices.shape[1]) as n:
         # Keras cannot run several steps per call on several replicas.

@@ -141,7 +141,7 @@ def test_missing_required_key():
     (("seed",), -1, "greater than or equal to 0"),
     (("tasks", "seed", "terms"), 1, "greater than or equal to 2"),
     (("tasks", "add3", "digits"), 19, "less than or equal to 18"),
-    (("tasks", "seed", "train_size"), 0, "greater than or equal to 1"),
+    (("tasks", "seed", "train_size"), -1, "greater than or equal to 0"),
     (("experiments", "seed-seq2seq", "learning_rate"), 0, "greater than 0"),
     (("experiments", "seed-seq2seq", "units"), [], "at least 1 item"),
     (("experiments", "seed-seq2seq", "epochs"), "many", "valid integer"),
@@ -234,12 +234,18 @@ def test_eval_lengths_need_a_length_agnostic_model():
     assert "eval_lengths needs a length-agnostic model" in error_of(params)
 
 
+def test_an_experiment_cannot_train_on_a_task_without_training_problems():
+    params = raw()
+    params["tasks"]["seed"]["train_size"] = 0
+    assert ("experiments.seed-seq2seq.task: 'seed' has no training or validation problems" in error_of(params))
+
+
 def test_unknown_answer_framing_lists_the_framings():
     params = raw()
     params["experiments"]["ops-transformer"]["answer"] = "backwards"
     message = error_of(params)
     assert message.startswith("params.yaml: experiments.ops-transformer.answer:")
-    assert "'plain', 'reversed' or 'steps'" in message and "'backwards'" in message
+    assert "'plain', 'reversed', 'steps' or 'rewrite'" in message and "'backwards'" in message
 
 
 @pytest.mark.parametrize("answer", ["steps", "plain"])

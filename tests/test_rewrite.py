@@ -165,3 +165,19 @@ def test_a_step_model_decodes_alike_cached_or_by_whole_passes_and_loads_back(tmp
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     np.testing.assert_allclose(outputs(loaded, c, x), outputs(model, c, x), atol=1e-6)
+
+
+def test_a_step_model_reads_an_expression_alike_at_any_padding_width():
+    import keras
+
+    from pipeline.config import Experiment
+    from pipeline.models import build_model
+
+    c = codec()
+    keras.utils.set_random_seed(3)
+    model = build_model(Experiment(task="brackets", model="transformer", units=[8], epochs=1, batch_size=2,
+                                   answer="rewrite"), c)
+    x = c.encode_inputs(["(12+7)*3-40", "8+-85"])
+    (_, previous), _ = c.training_pair(["(12+7)*3-40", "8+-85"], None, np.array(["19*3-40", "-77"]))
+    np.testing.assert_allclose(model.predict_on_batch([x[:, :11], previous]), model.predict_on_batch([x, previous]),
+                               atol=1e-5)

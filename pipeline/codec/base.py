@@ -48,6 +48,11 @@ class Checked:
         """(inputs, targets) for training; steps (worked steps) matter only to codecs that write them."""
         return self.encode_inputs(texts), self.encode_targets(answers)
 
+    def input_widths(self, texts) -> np.ndarray | None:
+        """Per input row, the leading columns that hold its expression, for codecs whose models skip the
+        padding after it (training then cuts batches to their longest); None where every column counts."""
+        return None
+
     def target_widths(self, targets: np.ndarray) -> np.ndarray | None:
         """Per target row, the leading columns that carry its answer, for codecs whose targets are padded
         to a common width (training skips the rest); None where every column counts."""

@@ -89,6 +89,9 @@ class RewriteCodec(TokenCodec):
         padded[:, : chars.shape[1]] = np.where(chars == 0, ord(" "), reverse_digit_runs(chars))
         return ((self.codes(padded) - self.pad_code) % self.n_symbols).astype(np.int32)
 
+    def input_widths(self, texts) -> np.ndarray:
+        return np.strings.str_len(np.asarray(texts, dtype=str))
+
     def fits(self, texts) -> np.ndarray:
         """Which expressions the model can read."""
         return np.strings.str_len(np.asarray(texts, dtype=str)) <= self.in_width

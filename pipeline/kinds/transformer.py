@@ -78,7 +78,9 @@ class PositionalEmbedding(layers.Layer):
 @keras.saving.register_keras_serializable(package="adder")
 class TransformerBlock(layers.Layer):
     """Self-attention (causal in a decoder block), cross-attention over the encoder's memory (decoder
-    blocks), then a feed-forward layer; each added to its input and normalised."""
+    blocks), then a feed-forward layer; each added to its input and normalised. Given which of the
+    expression's positions hold a character (`read`), attention over the expression skips its padding, so
+    the padding's width changes nothing and training reads each batch no wider than its longest."""
 
     def __init__(self, dim: int, heads: int, decoder: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -103,13 +105,15 @@ class TransformerBlock(layers.Layer):
         self.out_norm.build(x_shape)
         super().build(x_shape)
 
-    def call(self, x, memory=None):
-        x = self.own_norm(x + self.own(x, x, use_causal_mask=self.decoder))
+    def call(self, x, memory=None, read=None):
+        over_expression = None if read is None else read[:, None, :]
+        x = self.own_norm(x + self.own(x, x, use_causal_mask=self.decoder,
+                                       attention_mask=None if self.decoder else over_expression))
         if self.decoder:
-            x = self.cross_norm(x + self.cross(x, memory))
+            x = self.cross_norm(x + self.cross(x, memory, attention_mask=over_expression))
         return self.out_norm(x + self.out(self.hidden(x)))
 
-    def step(self, x, position, cache: tuple, memory_keys_values: tuple):
+    def step(self, x, position, cache: tuple, memory_keys_values: tuple, read=None):
         """call() for one position x (batch, 1, dim) of a decoder block, given the keys and values of every
         position (cache, each (batch, steps, heads, head size), those from `position` on unwritten) and of
         the memory; returns its output and the cache with this position's key and value written. Attending
@@ -118,7 +122,8 @@ class TransformerBlock(layers.Layer):
                         for c, dense in zip(cache, (self.own.key_dense, self.own.value_dense)))
         written = keras.ops.arange(keras.ops.shape(keys)[1]) <= position
         x = self.own_norm(x + attend(self.own, x, keys, values, written[None, None, None, :]))
-        x = self.cross_norm(x + attend(self.cross, x, *memory_keys_values))
+        x = self.cross_norm(x + attend(self.cross, x, *memory_keys_values,
+                                       None if read is None else read[:, None, None, :]))
         return self.out_norm(x + self.out(self.hidden(x))), (keys, values)
 
     def memory_keys_values(self, memory) -> tuple:
@@ -137,18 +142,20 @@ def attend(attention: layers.MultiHeadAttention, x, keys, values, mask=None):
 def build(exp, codec: TokenCodec) -> keras.Model:
     """A small encoder-decoder transformer: one block per entry of units (each entry the model width)."""
     dim, heads = exp.units[0], 4
-    expression = keras.Input((codec.in_width,), dtype="int32", name="expression")
-    previous = keras.Input((None,), dtype="int32", name="previous_tokens")
-    # A step model's expressions and rewrites are both full of numbers to line up digit by digit.
+    # A step model's expressions and rewrites are both full of numbers to line up digit by digit, and its
+    # expressions, left-aligned, are read as wide as they are (padding skipped).
     rewrites = isinstance(codec, RewriteCodec)
+    expression = keras.Input((None if rewrites else codec.in_width,), dtype="int32", name="expression")
+    previous = keras.Input((None,), dtype="int32", name="previous_tokens")
+    read = keras.ops.not_equal(expression, 0) if rewrites else None  # code 0: the padding
     memory = PositionalEmbedding(codec.n_symbols, codec.in_width, dim, codec.input_digits if rewrites else (),
                                  name="expression_embedding")(expression)
     for _ in exp.units:
-        memory = TransformerBlock(dim, heads)(memory)
+        memory = TransformerBlock(dim, heads)(memory, read=read)
     x = PositionalEmbedding(codec.out_symbols, codec.out_steps, dim, tuple(range(10)) if rewrites else (),
                             name="answer_embedding")(previous)
     for _ in exp.units:
-        x = TransformerBlock(dim, heads, decoder=True)(x, memory)
+        x = TransformerBlock(dim, heads, decoder=True)(x, memory, read=read)
     output = layers.Dense(codec.out_symbols, activation="softmax", name="next_token")(x)
     return keras.Model([expression, previous], output, name="transformer")
 
@@ -173,12 +180,14 @@ class CachedGreedy(keras.Model):
         self.decoder = [block for block in blocks if block.decoder]
         self.next_token = model.get_layer("next_token")
         self.steps, self.start = steps, start
+        self.skips_padding = model.inputs[0].shape[1] is None  # a step model's: read as wide as the expression
         self.built = True  # its layers are the trained model's: built; Keras would otherwise build it by an eager run
 
     def call(self, expression):
+        read = keras.ops.not_equal(expression, 0) if self.skips_padding else None
         memory = self.expression_embedding(expression)
         for block in self.encoder:
-            memory = block(memory)
+            memory = block(memory, read=read)
         memories = [block.memory_keys_values(memory) for block in self.decoder]
         batch = keras.ops.shape(expression)[0]
 
@@ -189,7 +198,7 @@ class CachedGreedy(keras.Model):
             x = self.answer_embedding.at(token, position, place)
             written = []
             for block, cache, memory_keys_values in zip(self.decoder, caches, memories):
-                x, cache = block.step(x, position, cache, memory_keys_values)
+                x, cache = block.step(x, position, cache, memory_keys_values, read)
                 written.append(cache)
             probabilities = self.next_token(x)
             outputs = keras.ops.slice_update(outputs, (0, position, 0), probabilities)
