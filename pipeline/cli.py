@@ -51,12 +51,14 @@ def compare() -> None:
 @app.command()
 def predict(
     expression: Annotated[str | None, typer.Argument(help="e.g. 12+50")] = None,
-    model: Annotated[str | None, typer.Option(help="experiment name, model folder or MLflow model URI "
-                                                      "[default: each line to the best trained sequence model "
-                                                      "that accepts it]")] = None,
+    model: Annotated[str | None, typer.Option(help="experiment, task (its models), model folder or MLflow model "
+                                                      "URI; without it, each line goes to the best trained "
+                                                      "sequence model that accepts it")] = None,
     file: Annotated[str | None, typer.Option("--file", "-f", help="one expression per line; '-' for stdin")] = None,
     steps: Annotated[bool, typer.Option("--steps", help="the model's worked steps under each answer "
                                                        "(a model trained with answer: steps or rewrite)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="say on stderr which model answered each "
+                                                                 "line")] = False,
 ) -> None:
     """Answer an expression, or every line of --file, with a trained model: one output line per input line."""
     from pipeline.config import project_root
@@ -75,9 +77,12 @@ def predict(
     answers = answer_routed(routed, steps)
     bad = 0
     for number, item in enumerate(routed, 1):
+        where = f"line {number}: " if file else ""
         if isinstance(item, AdderError):
             bad += 1
-            typer.echo(f"error: {f'line {number}: ' if file else ''}{item}", err=True)
+            typer.echo(f"error: {where}{item}", err=True)
+        elif verbose:
+            typer.echo(f"{where}answered by {Path(item[0].source).name}", err=True)
     if file is not None or not bad:
         # Bad lines answer with an empty line, so answers stay aligned with their expressions.
         sys.stdout.write("".join(f"{answer}\n" for answer in answers))

@@ -57,13 +57,16 @@ class Predictors:
         return AdderError(refusal(expression, refusals, "trained model"))
 
 
-def published(root: Path, steps: bool = False) -> Predictors:
-    """Every published sequence model (of those writing worked steps, with steps), best first: by final
+def published(root: Path, steps: bool = False, task: tuple[str, set[str]] | None = None) -> Predictors:
+    """Every published sequence model (of those writing worked steps, with steps; of a task's experiments,
+    given task as (name, its experiments)), best first: by final
     validation exact match, then the widest operands. Chosen from the model folders themselves, which a
     running or killed stage never leaves half-written; a folder that fails its checks is passed over (it
     fails with its own message when named)."""
     ranked = []
-    for folder in sorted(path for path in (root / "models").glob("*") if path.is_dir() and NAME.fullmatch(path.name)):
+    for folder in trained_folders(root):
+        if task is not None and folder.name not in task[1]:
+            continue
         try:
             predictor = from_folder(root, folder)
             val = validation_score(folder)
@@ -73,9 +76,15 @@ def published(root: Path, steps: bool = False) -> Predictors:
         if not isinstance(codec, NumberCodec) and (codec.writes_steps or not steps):
             ranked.append((-val, -codec.limits.high, folder.name, predictor))
     if not ranked:
-        raise AdderError(f"no trained sequence model{' writing worked steps' if steps else ''} yet; run `make run` "
-                         "(or `dvc repro`) first, or pass --model")
+        of_task = f" of task {task[0]!r}" if task is not None else ""
+        raise AdderError(f"no trained sequence model{of_task}{' writing worked steps' if steps else ''} yet; run "
+                         "`make run` (or `dvc repro`) first, or pass --model")
     return Predictors([predictor for *_, predictor in sorted(ranked, key=lambda r: r[:3])])
+
+
+def trained_folders(root: Path) -> list[Path]:
+    """models/<experiment>/ folders, by name (unchecked: from_folder checks one before it is used)."""
+    return sorted(path for path in (root / "models").glob("*") if path.is_dir() and NAME.fullmatch(path.name))
 
 
 def from_folder(root: Path, folder: Path) -> Predictor:
@@ -100,7 +109,8 @@ def load_predictors(root: Path, model: str | None, steps: bool = False) -> Predi
     from pipeline import backend
     from pipeline.config import PARAMS_FILE, load_params
 
-    backend.use(load_params(root / PARAMS_FILE).backend)  # any model loads on either backend
+    params = load_params(root / PARAMS_FILE)
+    backend.use(params.backend)  # any model loads on either backend
     if model is None:
         return published(root, steps)
     if model.startswith(("models:/", "runs:/")):
@@ -110,11 +120,14 @@ def load_predictors(root: Path, model: str | None, steps: bool = False) -> Predi
     if "/" in model or model.startswith("."):
         raise AdderError(f"no model {model!r}: no such model folder, and not an experiment or an MLflow URI")
     folder = experiment_folder(root, model)
+    if not folder.is_dir() and model in params.tasks:
+        return published(root, steps, (model, {name for name, e in params.experiments.items() if e.task == model}))
     if not folder.is_dir():
         hint = (f"; a stage may be retraining it, or one was interrupted: `dvc checkout {folder.relative_to(root)}` "
                 "restores the last one" if locked(root, folder) else "")
-        raise AdderError(f"no model {model!r}: not an experiment with a trained model, a model folder or an "
-                         f"MLflow URI{hint}")
+        known = ", ".join(path.name for path in trained_folders(root)) or "none yet"
+        raise AdderError(f"no model {model!r}: not an experiment with a trained model, a task, a model folder or an "
+                         f"MLflow URI{hint} (trained: {known})")
     return Predictors([from_folder(root, folder)])
 
 

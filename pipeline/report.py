@@ -88,10 +88,12 @@ def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
     return f"\n## {figure_name(name).capitalize()}\n\n{header}{body}"
 
 
-def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame],
+                tasks: dict[str, str]) -> dict[str, pd.DataFrame]:
     """The DVC plots' data in long form, one row per experiment and point, so one chart shows every
     experiment: "curves" (held-out exact match per epoch), "breakdown/<name>" (exact match per group) and,
-    for the breakdowns in SHARES, "shares/<name>" (each group's share of the problems)."""
+    for the breakdowns in SHARES, "shares/<name>" (each group's share of the problems), these two with each
+    experiment's task (tasks: experiment -> task), which the charts draw apart."""
     tables = {"curves": pd.concat([frame.assign(experiment=name)[["experiment", *frame.columns]]
                                    for name, frame in curves.items()], ignore_index=True)}
     for name in BREAKDOWNS:
@@ -100,6 +102,7 @@ def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame]) -> di
         if not frame.empty:
             long = frame.rename_axis("experiment").reset_index().melt(
                 "experiment", var_name="group", value_name="share" if shares else "exact_match")
+            long.insert(1, "task", long["experiment"].map(tasks))
             tables[f"{'shares' if shares else 'breakdown'}/{name}"] = long.dropna()  # groups a task lacks
     return tables
 

@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import unavailable
 from helpers import BIN, GIT, PROJECT, make_repo, read_json, run, shown
 
-from pipeline.breakdown import BREAKDOWNS, SHARES
+from pipeline.breakdown import BREAKDOWNS
 
 # Headless Chromium as root on a machine without network: no sandbox, no background connections.
 CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -85,21 +86,32 @@ def plot_specs(repo: Path, *command: str) -> dict[str, dict]:
     return {name: chart[0]["content"] for name, chart in json.loads(result.stdout)["data"].items()}
 
 
+def breakdown_charts() -> dict[str, str]:
+    """{chart title: the breakdown it draws} from the project's dvc.yaml."""
+    plots = [chart for plot in yaml.safe_load((PROJECT / "dvc.yaml").read_text())["plots"] for chart in plot.items()]
+    return {title: Path(path).stem for title, spec in plots for path in spec["y"]
+            if Path(path).parent.name in ("breakdown", "shares")}
+
+
 @pytest.mark.e2e
 def test_dvc_plots_are_a_handful_of_comparison_charts(families_repo):
     specs = plot_specs(families_repo, "show")
-    # the steps ones: brackets-transformer-steps; the first wrong step as each group's share of the problems
-    breakdowns = {f"plots/{'shares' if name in SHARES else 'breakdown'}/{name}.csv" for name in BREAKDOWNS}
+    charts = breakdown_charts()
+    # One chart per breakdown, titled in words; the steps ones from the experiments that write steps.
+    assert sorted(charts.values()) == sorted(BREAKDOWNS)
+    assert all(not title.startswith("plots/") for title in charts)
     # Two learning-curve charts and one chart per breakdown, each with every experiment on it.
-    assert set(specs) == {"Held-out exact match by epoch", "Held-out exact match by training seconds"} | breakdowns
+    assert set(specs) == {"Held-out exact match by epoch", "Held-out exact match by training seconds"} | set(charts)
     curves = specs["Held-out exact match by epoch"]
     assert {row["experiment"] for row in curves["data"]["values"]} == set(TINY_FAMILIES["experiments"])
-    operation = specs["plots/breakdown/operation.csv"]
+    operation = specs["Exact match by operation"]
     assert operation["encoding"]["x"] == {**operation["encoding"]["x"], "field": "group", "type": "nominal"}
-    assert {(row["experiment"], row["group"]) for row in operation["data"]["values"]} >= {
-        ("ops-seq2seq-integer_reversed", "mul"), ("brackets-seq2seq", "mixed")}
+    assert operation["encoding"]["x"]["title"].startswith("operation")
+    assert operation["encoding"]["row"]["field"] == "task"  # a row of bars per task: readable with many experiments
+    assert {(row["experiment"], row["task"], row["group"]) for row in operation["data"]["values"]} >= {
+        ("ops-seq2seq-integer_reversed", "ops", "mul"), ("brackets-seq2seq", "brackets", "mixed")}
     assert operation["encoding"]["y"]["title"] == "test exact match"
-    shares = specs["plots/shares/first_wrong_step.csv"]
+    shares = specs["Where worked steps first go wrong"]
     assert shares["encoding"]["y"] == {**shares["encoding"]["y"], "field": "share", "title": "share of test problems"}
     # each experiment that writes steps (a chain and a step model) shares out all its test problems
     totals = {}
@@ -116,7 +128,7 @@ def test_dvc_plots_diff_puts_two_revisions_on_one_chart(families_repo):
         result = run(args, families_repo)
         assert result.returncode == 0, shown(result)
     specs = plot_specs(families_repo, "diff", "HEAD")  # HEAD against the workspace
-    for title in ("Held-out exact match by epoch", "plots/breakdown/terms.csv"):
+    for title in ("Held-out exact match by epoch", "Exact match by number of terms"):
         assert {row["rev"] for row in specs[title]["data"]["values"]} == {"HEAD", "workspace"}, title
 
 
@@ -197,3 +209,15 @@ def test_step_model_and_a_task_deeper_than_training(families_repo):
     else:
         answer, *steps = shown_steps.stdout.rstrip("\n").split("\n")
         assert answer.lstrip("-").isdigit() and all(step.startswith("  ") for step in steps), shown(shown_steps)
+
+
+@pytest.mark.e2e
+def test_predict_takes_a_task_and_says_which_model_answered(families_repo):
+    """--model TASK routes among that task's models only; -v names the model that answered on stderr; an
+    unknown name lists the trained ones."""
+    answered = run([str(BIN / "adder"), "predict", "-v", "--model", "ops", "12*3"], families_repo)
+    assert answered.returncode == 0 and answered.stdout.count("\n") == 1, shown(answered)  # a tiny model's answer
+    assert answered.stderr == "answered by ops-seq2seq-integer_reversed\n", shown(answered)
+    unknown = run([str(BIN / "adder"), "predict", "--model", "opz", "12*3"], families_repo)
+    assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1, shown(unknown)
+    assert "(trained: brackets-seq2seq, brackets-transformer-rewrite," in unknown.stderr, shown(unknown)

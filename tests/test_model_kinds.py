@@ -114,5 +114,6 @@ def test_predict_with_no_such_model_is_one_line(saved):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == "", shown(result)
     assert result.stderr.strip().splitlines() == [
-        "error: no model 'nosuch': not an experiment with a trained model, a model folder or an MLflow URI",
+        "error: no model 'nosuch': not an experiment with a trained model, a task, a model folder or an MLflow URI"
+        f" (trained: {', '.join(sorted(path.name for path in (root / 'models').iterdir()))})",
     ], shown(result)

@@ -134,6 +134,15 @@ def test_the_default_routes_each_line_to_the_best_published_model_that_accepts_i
     assert isinstance(predict.published(tmp_path).route("1" * 11 + "+1"), AdderError)
 
 
+def test_a_task_name_routes_among_its_experiments_models_only(tmp_path):
+    published_folder(tmp_path, "add2", ColumnCodec(Limits(terms=2, low=0, high=99)), 1.0)
+    published_folder(tmp_path, "terms", ColumnCodec(Limits(terms=4, low=0, high=99, min_terms=2)), 0.98)
+    members = predict.published(tmp_path, task=("terms", {"terms"}))
+    assert Path(members.route("12+50")[0].source).name == "terms"  # add2 is better on validation, but not terms'
+    with pytest.raises(AdderError, match="^no trained sequence model of task 'ops' yet"):
+        predict.published(tmp_path, task=("ops", set()))
+
+
 def test_run_json_fields_are_checked_before_use(tmp_path):
     published_folder(tmp_path, "add2", ColumnCodec(Limits(terms=2, low=0, high=99)), 1.0)
     folder = tmp_path / "models" / "add2"

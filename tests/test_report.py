@@ -53,17 +53,18 @@ def test_figures(tmp_path):
 def test_plot_tables_put_every_experiment_on_one_chart():
     curves = {name: pd.DataFrame({"epoch": [1, 2], "val_exact_match": [0.1, 0.5]}) for name in ROWS}
     brackets = metrics(0.3, {"operation": {"add": OPS["operation"]["add"], "mixed": OPS["operation"]["add"]}})
-    tables = plot_tables({**ROWS, "brackets-transformer": brackets}, curves)
+    tasks = {"ops-transformer": "ops", "brackets-transformer": "brackets"}
+    tables = plot_tables({**ROWS, "brackets-transformer": brackets}, curves, tasks)
     assert set(tables) == {"curves", "breakdown/operation"}  # one group of terms: no chart
     assert list(tables["curves"].columns) == ["experiment", "epoch", "val_exact_match"]
     assert len(tables["curves"]) == 2 * len(ROWS)
     operation = tables["breakdown/operation"]
     # Groups in their natural order; a group an experiment lacks is left out, not shown as 0.
     assert operation.to_dict("records") == [
-        {"experiment": "ops-transformer", "group": "add", "exact_match": 1.0},
-        {"experiment": "brackets-transformer", "group": "add", "exact_match": 1.0},
-        {"experiment": "brackets-transformer", "group": "mixed", "exact_match": 1.0},
-        {"experiment": "ops-transformer", "group": "mul", "exact_match": 0.25}]
+        {"experiment": "ops-transformer", "task": "ops", "group": "add", "exact_match": 1.0},
+        {"experiment": "brackets-transformer", "task": "brackets", "group": "add", "exact_match": 1.0},
+        {"experiment": "brackets-transformer", "task": "brackets", "group": "mixed", "exact_match": 1.0},
+        {"experiment": "ops-transformer", "task": "ops", "group": "mul", "exact_match": 0.25}]
 
 
 def test_step_breakdowns_show_shares_of_first_wrong_steps_and_keep_a_single_kind():
@@ -75,7 +76,7 @@ def test_step_breakdowns_show_shares_of_first_wrong_steps_and_keep_a_single_kind
     assert "| experiment | 2 | answer | none |\n|---|---|---|---|\n| ops-transformer | 10.0% | 30.0% | 60.0% |" in table
     assert "| ops-transformer | 75.0% |" in table  # one kind of step is not the overall figure
     curves = {"ops-transformer": pd.DataFrame({"epoch": [1], "val_exact_match": [0.6]})}
-    tables = plot_tables({"ops-transformer": metrics(0.6, steps)}, curves)
+    tables = plot_tables({"ops-transformer": metrics(0.6, steps)}, curves, {"ops-transformer": "ops"})
     assert tables["shares/first_wrong_step"]["share"].tolist() == [0.1, 0.3, 0.6]  # a chart of its own
     assert "breakdown/first_wrong_step" not in tables
     assert tables["breakdown/step_kind"]["exact_match"].tolist() == [0.75]

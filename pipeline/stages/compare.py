@@ -29,7 +29,8 @@ def compare() -> Path:
     out.write_text(comparison_table(params, results))
     curves = {name: pd.DataFrame(result["history"]) for name, result in results.items()}
     figures = write_figures(results, curves, root / "reports" / "figures")
-    write_plot_tables(plot_tables(results, curves), root / "plots")
+    tasks = {name: experiment.task for name, experiment in params.experiments.items()}
+    write_plot_tables(plot_tables(results, curves, tasks), root / "plots")
     tracking.connect(root, tracking.REPORTS)
     with mlflow.start_run(run_name=tracking.run_name("compare"), tags=tracking.run_tags(root)):
         mlflow.log_artifact(str(out))
