@@ -152,40 +152,46 @@ def test_the_derivation_follows_function_level_imports():
 
 
 def stale_after_editing(file: str) -> list[str]:
-    """The stages of dvc.yaml whose deps hold file (train@<experiment> one by one): what `dvc status` calls
-    stale after an edit of it."""
+    """The stages of dvc.yaml whose deps hold file (train@ and evaluate@<experiment> one by one): what `dvc
+    status` calls stale after an edit of it."""
     stale = [f"train@{name}" for name, model in experiments().items() if Path(file) in declared("train", model)]
-    return sorted([stage for stage in stage_code_deps() if stage != "train" and Path(file) in declared(stage)] + stale)
+    if Path(file) in declared("evaluate"):
+        stale += [f"evaluate@{name}" for name in experiments()]
+    return sorted([stage for stage in stage_code_deps() if stage not in ("train", "evaluate")
+                   and Path(file) in declared(stage)] + stale)
 
 
 # What an edit of each module may make stale. Code for people (the CLI, serving, the registry, retraining
 # reports, the warm process) stales no stage that generates or trains: a typo fixed costs no retraining.
-# A model kind's module stales the trainings of that kind, and evaluate.
+# A model kind's module stales the trainings of that kind, and every evaluate (a model of any kind loads
+# with the transformer's layers registered).
 EVERY_TRAINING = "every train@"
+EVERY_EVALUATE = "every evaluate@"
 BLAST_RADIUS = {
     "pipeline/cli.py": [],
     "pipeline/predict.py": [],
     "pipeline/retrain.py": [],
     "pipeline/warm.py": [],
     "pipeline/server.py": [],
-    "pipeline/serving.py": ["evaluate"],
-    "pipeline/registry.py": ["evaluate"],
+    "pipeline/serving.py": [EVERY_EVALUATE],
+    "pipeline/registry.py": [EVERY_EVALUATE],
     "pipeline/report.py": ["compare"],
     "pipeline/train.py": [EVERY_TRAINING],
-    "pipeline/problems.py": [EVERY_TRAINING, "evaluate", "generate"],
-    "pipeline/kinds/transformer.py": ["evaluate", "train@brackets-transformer", "train@brackets-transformer-reversed",
-                                      "train@brackets-transformer-rewrite", "train@ops-transformer",
-                                      "train@ops-transformer-reversed"],
-    "pipeline/nested.py": [EVERY_TRAINING, "evaluate", "generate"],
-    "pipeline/rewriting.py": [EVERY_TRAINING, "evaluate"],
-    "pipeline/kinds/digitwise.py": ["evaluate", "train@add10-digitwise", "train@add3-digitwise",
+    "pipeline/problems.py": [EVERY_TRAINING, EVERY_EVALUATE, "generate"],
+    "pipeline/kinds/transformer.py": [EVERY_EVALUATE, "train@brackets-transformer",
+                                      "train@brackets-transformer-reversed", "train@brackets-transformer-rewrite",
+                                      "train@ops-transformer", "train@ops-transformer-reversed"],
+    "pipeline/nested.py": [EVERY_TRAINING, EVERY_EVALUATE, "generate"],
+    "pipeline/rewriting.py": [EVERY_TRAINING, EVERY_EVALUATE],
+    "pipeline/kinds/digitwise.py": [EVERY_EVALUATE, "train@add10-digitwise", "train@add3-digitwise",
                                     "train@terms-digitwise"],
 }
 
 
 @pytest.mark.parametrize("file", sorted(BLAST_RADIUS))
 def test_an_edit_stales_only_the_stages_that_run_it(file):
-    expected = BLAST_RADIUS[file]
-    if EVERY_TRAINING in expected:
-        expected = sorted([s for s in expected if s != EVERY_TRAINING] + [f"train@{name}" for name in experiments()])
+    every = {EVERY_TRAINING: "train@", EVERY_EVALUATE: "evaluate@"}
+    expected = sorted([stage for stage in BLAST_RADIUS[file] if stage not in every]
+                      + [prefix + name for marker, prefix in every.items() if marker in BLAST_RADIUS[file]
+                         for name in experiments()])
     assert stale_after_editing(file) == expected
