@@ -59,7 +59,7 @@ ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 # What differs between experiments: changed params and exact match, without code/data hashes or timings.
-EXPS := dvc exp show --only-changed --drop 'Created|State|Executor|.*char_accuracy|.*train_seconds|pipeline/.*|data.*|models.*|evaluation.*'
+EXPS := dvc exp show --only-changed --drop 'Created|State|Executor|.*char_accuracy|.*train_seconds|pipeline/.*|data.*|models.*|evaluation.*|params\.yaml'
 exps: $(STAMP)  ## dvc exp show narrowed to the params and exact matches that differ (fits 120 columns)
 	$(EXPS)
 
