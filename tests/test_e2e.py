@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import (
     GIT,
     SPLITS,
@@ -288,11 +289,28 @@ def test_second_repro_does_nothing(repo, store):
     output = result.stdout + result.stderr
     assert "Data and pipelines are up to date." in output, shown(result)
     assert "Running stage" not in output, shown(result)
-    stages = [f"generate@{t}" for t in TASKS] + [f"train@{e}" for e in EXPERIMENTS]
-    for stage in stages + ["evaluate", "compare"]:
+    stages = [f"generate@{t}" for t in TASKS] + [f"{s}@{e}" for s in ("train", "evaluate") for e in EXPERIMENTS]
+    for stage in stages + ["compare"]:
         assert f"Stage '{stage}' didn't change, skipping" in output, (stage, shown(result))
     assert {p: p.read_bytes() for p in outputs} == before
     assert all_run_ids(store) == runs_before
+
+
+@pytest.mark.e2e
+def test_a_change_to_one_experiment_stales_its_own_stages_alone(repo):
+    """One experiment's param changed: `dvc status` names its train and evaluate, and compare after them."""
+    params = repo / "params.yaml"
+    before = params.read_text()
+    changed = yaml.safe_load(before)
+    name = EXPERIMENTS[0]
+    changed["experiments"][name]["epochs"] += 1
+    params.write_text(yaml.safe_dump(changed))
+    try:
+        result = run(["dvc", "status", "--json"], repo, cli_env(), 120)
+    finally:
+        params.write_text(before)
+    assert result.returncode == 0, shown(result)
+    assert set(json.loads(result.stdout)) == {f"train@{name}", f"evaluate@{name}", "compare"}, shown(result)
 
 
 # --------------------------------------------------------------------------------------------------
