@@ -107,6 +107,8 @@ def malformed(info: dict) -> str | None:
         return "no sha256 of model.keras and codec.json"
     if not all(file in FILES and isinstance(d, str) and SHA256.fullmatch(d) for file, d in digests.items()):
         return "sha256 names a file training does not write"
+    if "device" in info and not (isinstance(info["device"], str) and len(info["device"]) <= 200):
+        return "device"
     seeds = info.get("seeds", [])
     if not isinstance(seeds, list) or not all(type(seed) is int for seed in seeds) or \
             ("chosen_seed" in info and info["chosen_seed"] not in seeds):

@@ -44,9 +44,20 @@ def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
         ]) + " |")
     sections = [breakdown_table(name, metrics) for name in BREAKDOWNS]
     return ("# Experiments\n\nExact match: the whole answer right, on the test split (the mean over seeds where an "
-            "experiment has several).\n\n" + "\n".join(lines) + "\n" + held_out_section(params, metrics)
+            "experiment has several).\n\n" + "\n".join(lines) + "\n" + devices_line(metrics)
+            + held_out_section(params, metrics)
             + studies_section(params, metrics) + seeds_section(params, metrics)
             + "".join(section for section in sections if section))
+
+
+def devices_line(metrics: dict[str, dict]) -> str:
+    """Which device the train seconds come from: one line naming each device and its experiments."""
+    trained_on: dict[str, list[str]] = {}
+    for name, m in metrics.items():
+        trained_on.setdefault(m.get("device", "unknown"), []).append(name)
+    if len(trained_on) == 1:
+        return f"\nTrained on {next(iter(trained_on))} (train s).\n"
+    return "\nTrained on " + "; ".join(f"{device}: {', '.join(names)}" for device, names in trained_on.items()) + ".\n"
 
 
 def held_out_section(params: Params, metrics: dict[str, dict]) -> str:

@@ -177,6 +177,7 @@ BLAST_RADIUS = {
     "pipeline/registry.py": [EVERY_EVALUATE],
     "pipeline/report.py": ["compare"],
     "pipeline/train.py": [EVERY_TRAINING],
+    "pipeline/device.py": [EVERY_TRAINING],
     "pipeline/problems.py": [EVERY_TRAINING, EVERY_EVALUATE, "generate"],
     "pipeline/kinds/transformer.py": [EVERY_EVALUATE, "train@brackets-transformer",
                                       "train@brackets-transformer-reversed", "train@brackets-transformer-rewrite",

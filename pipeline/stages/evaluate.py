@@ -88,8 +88,8 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
         metrics.update(over_seeds(seeds))
         log_seed_runs(folder, run, seeds, headline(over_seeds(seeds)))
     write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
-    write_json({**metrics, "per_seed": seeds, "breakdown": split, "held_out": held,
-                "history": history.to_dict("records")}, root / "evaluation" / f"{exp_name}.json")
+    write_json({**metrics, "device": run.get("device", "unknown"), "per_seed": seeds, "breakdown": split,
+                "held_out": held, "history": history.to_dict("records")}, root / "evaluation" / f"{exp_name}.json")
     return {**metrics, "breakdown": split, "registry": decision}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from pipeline import backend, model_folder, problems, tracking
+from pipeline import backend, device, model_folder, problems, tracking
 from pipeline.codec import codec_spec, save_codec
 from pipeline.command import arguments, run_command
 from pipeline.config import load_params, project_root
@@ -79,8 +79,9 @@ def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit,
     run_name, tags = tracking.training_run(root, exp_name, params, kind(exp.model).WORDS)
     seed = params.seeds_of(exp_name)[0] if seed is None else seed
     child = mlflow.active_run() is not None
+    where = device.current()
     with (mlflow.start_run(run_name=f"{run_name} seed {seed}" if child else run_name, nested=child,
-                           tags={**tags, **tracking.process_tags()}) as run, ended_if_interrupted()):
+                           tags={**tags, **tracking.process_tags(), **where.tags()}) as run, ended_if_interrupted()):
         mlflow.log_params({"experiment": exp_name, "seed": seed, "backend": params.backend,
                            **exp.model_dump(exclude={"description"}),
                            **{f"task.{k}": v for k, v in task.model_dump().items()}})
@@ -96,7 +97,7 @@ def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit,
                             **trained.seconds_to})
         model_uri = tracking.log_keras_model(trained.model, codec_spec(trained.codec))
     return {"run_id": run.info.run_id, "model_uri": model_uri, "train_seconds": trained.train_seconds,
-            "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to}
+            "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to, "device": where.summary}
 
 
 def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit) -> dict:
@@ -106,7 +107,7 @@ def train_seeds(folder: Path, exp_name: str, params, train_split, val_split, fit
     chosen seed's, with the parent run and every seed."""
     exp = params.experiment(exp_name)
     run_name, tags = tracking.training_run(project_root(), exp_name, params, kind(exp.model).WORDS)
-    tags = {**tags, **tracking.process_tags()}
+    tags = {**tags, **tracking.process_tags(), **device.current().tags()}
     with mlflow.start_run(run_name=run_name, tags=tags) as parent, ended_if_interrupted():
         mlflow.log_params({"experiment": exp_name, "backend": params.backend, **exp.model_dump(exclude={"description"}),
                            **{f"task.{k}": v for k, v in params.tasks[exp.task].model_dump().items()}})

@@ -1,0 +1,72 @@
+"""Where a process's Keras backend computes, so that every training run, and the seconds it reports, says
+which device they come from."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "cpu" or "gpu"
+    name: str  # the processor's model, or the GPU's
+    count: int  # cores, or GPUs
+    memory_gib: float | None  # a GPU's memory
+    backend: str  # "jax 0.7.2", "tensorflow 2.20.0"
+
+    @property
+    def summary(self) -> str:
+        """'cpu: 2 cores, AMD EPYC 7B13' or 'gpu: 1 x NVIDIA H200, 139 GiB'."""
+        if self.kind == "cpu":
+            return f"cpu: {self.count} cores, {self.name}"
+        memory = f", {self.memory_gib:.0f} GiB" if self.memory_gib else ""
+        return f"gpu: {self.count} x {self.name}{memory}"
+
+    def tags(self) -> dict[str, str]:
+        """The MLflow tags of a run trained here."""
+        return {"device": self.summary, "device.kind": self.kind, "device.name": self.name,
+                "device.count": str(self.count), "backend.version": self.backend}
+
+
+def cpu_name() -> str:
+    """The processor's model as Linux names it, else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu() -> Device:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return Device("cpu", cpu_name(), cores, None, "")
+
+
+def current() -> Device:
+    """The device the loaded Keras backend computes on: its first GPU (with how many there are) or the CPU."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        version = f"jax {jax.__version__}"
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpus:
+            limit = (gpus[0].memory_stats() or {}).get("bytes_limit")
+            return Device("gpu", gpus[0].device_kind, len(gpus), limit / GIB if limit else None, version)
+    else:
+        import tensorflow as tf
+
+        version = f"tensorflow {tf.__version__}"
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return Device("gpu", details.get("device_name", gpus[0].name), len(gpus), None, version)
+    return Device(**{**cpu().__dict__, "backend": version})
