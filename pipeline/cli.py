@@ -49,6 +49,45 @@ def compare() -> None:
 
 
 @app.command()
+def sweep(
+    experiment: str,
+    setting: Annotated[list[str] | None, typer.Option(
+        "--set", "-S", help="key=v1,v2 (a grid axis), key=1..20 (whole numbers; seed=1..20 trains under each "
+                            "seed), key=low:high[:log] (a range to search, with --trials)")] = None,
+    trials: Annotated[int | None, typer.Option(help="draw this many trials from the settings by Optuna's TPE "
+                                                    "[default: every combination, a grid]")] = None,
+    address: Annotated[str | None, typer.Option(help="a Ray cluster's head, host:port [default: $RAY_ADDRESS, "
+                                                     "else Ray in this process]")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs a trial holds on its node")] = 1.0,
+    apply: Annotated[bool, typer.Option("--apply", help="then run the best trial as a DVC experiment")] = False,
+) -> None:
+    """Train and score EXPERIMENT under each setting as Ray tasks, each trial an MLflow child run of one sweep
+    run (experiment adder-sweeps); prints the trials, best on validation first, each with its `dvc exp run`."""
+    from pipeline.sweep import sweep as run_sweep
+
+    run_sweep(experiment, setting or [], trials, address, cpus_per_trial, apply)
+
+
+@app.command()
+def study(
+    name: str,
+    half_width: Annotated[float, typer.Option(help="the widest 95% interval each question may have, "
+                                                   "in points of exact match")] = 5.0,
+    pilot: Annotated[int, typer.Option(help="seeds per arm before sizing the arms from their spread")] = 10,
+    max_seeds: Annotated[int, typer.Option(help="the most seeds any arm trains under")] = 200,
+    address: Annotated[str | None, typer.Option(help="a Ray cluster's head, host:port [default: $RAY_ADDRESS, "
+                                                     "else Ray in this process]")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs a trial holds on its node")] = 1.0,
+) -> None:
+    """Run study NAME of params.yaml as a sweep over seeds, with as many seeds per arm as its questions need
+    for every 95% interval to be at most ±HALF_WIDTH points; writes reports/studies/NAME.md."""
+    from pipeline.powered import study as run_study
+
+    out = run_study(name, half_width, pilot, max_seeds, address, cpus_per_trial)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
 def predict(
     expression: Annotated[str | None, typer.Argument(help="e.g. 12+50")] = None,
     model: Annotated[str | None, typer.Option(help="experiment, task (its models), model folder or MLflow model "
