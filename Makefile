@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt $(if $(filter $(TF),$(HAS)),,FORCE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(filter-out $(TF),$(or $(HAS),cpu)),$(BIN)/python -m pip uninstall --quiet --yes tensorflow tensorflow-cpu)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,scale,$(TF)]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,scale,sweep,$(TF)]'
 	@echo $(TF) > $@
 
 FORCE:

@@ -70,7 +70,8 @@ def sweep(
 
 @app.command()
 def study(
-    name: str,
+    names: Annotated[list[str], typer.Argument(help="studies of params.yaml; those sharing a baseline share its "
+                                                    "trials")],
     half_width: Annotated[float, typer.Option(help="the widest 95% interval each question may have, "
                                                    "in points of exact match")] = 5.0,
     pilot: Annotated[int, typer.Option(help="seeds per arm before sizing the arms from their spread")] = 10,
@@ -79,11 +80,11 @@ def study(
                                                      "else Ray in this process]")] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs a trial holds on its node")] = 1.0,
 ) -> None:
-    """Run study NAME of params.yaml as a sweep over seeds, with as many seeds per arm as its questions need
-    for every 95% interval to be at most ±HALF_WIDTH points; writes reports/studies/NAME.md."""
+    """Run studies of params.yaml as one sweep over seeds, with as many seeds per arm as their questions need
+    for every 95% interval to be at most ±HALF_WIDTH points; writes reports/studies/<names>.md."""
     from pipeline.powered import study as run_study
 
-    out = run_study(name, half_width, pilot, max_seeds, address, cpus_per_trial)
+    out = run_study(names, half_width, pilot, max_seeds, address, cpus_per_trial)
     typer.echo(f"wrote {out}")
 
 

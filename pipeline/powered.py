@@ -19,7 +19,7 @@ import yaml
 from pipeline.config import PARAMS_FILE, Params, load_params, project_root
 from pipeline.errors import AdderError
 from pipeline.space import SEED, trial_params
-from pipeline.stats import LEVEL, difference
+from pipeline.stats import LEVEL, METHOD, difference
 from pipeline.studies import points
 from pipeline.sweep import Plan, Trial, run
 
@@ -34,18 +34,21 @@ def seeds_needed(spread_a: float, spread_b: float, half_width: float) -> int:
 
 
 class PoweredStudy:
-    """The study's plan of trials: pilot seeds per arm, then as many more as its questions need."""
+    """The plan of trials of one or more studies: pilot seeds per arm, then as many more as their questions
+    need. A question is a study's baseline against one other arm; studies sharing a baseline share its trials."""
 
-    def __init__(self, params: Params, raw: dict, study: str, half_width: float, pilot: int, max_seeds: int):
-        self.arms = params.studies[study]
-        self.baseline, self.others = self.arms[0], self.arms[1:]
+    def __init__(self, params: Params, raw: dict, studies: list[str], half_width: float, pilot: int, max_seeds: int):
+        self.params, self.studies = params, studies
+        self.questions = [(name, params.studies[name][0], other)
+                          for name in studies for other in params.studies[name][1:]]
+        self.arms = list(dict.fromkeys(arm for _, *pair in self.questions for arm in pair))
         self.raw, self.half_width, self.max_seeds = raw, half_width, max_seeds
         self.target = dict.fromkeys(self.arms, pilot)
         self.asked = dict.fromkeys(self.arms, 0)
         self.results: dict[str, list[Trial]] = {arm: [] for arm in self.arms}
         self.outstanding = 0
         self.numbers = iter(range(1, 1_000_000))
-        self.gaps: dict[str, dict] = {}
+        self.gaps: dict[tuple, dict] = {}
 
     def ask(self) -> Trial | None:
         if self.outstanding == 0 and all(self.asked[a] >= self.target[a] for a in self.arms):
@@ -64,6 +67,9 @@ class PoweredStudy:
             raise AdderError(f"study trial #{trial.number} ({trial.exp_name} {trial.label}) failed: {trial.error}")
         self.results[trial.exp_name].append(trial)
 
+    def mean(self, arm: str) -> float:
+        return float(np.mean([t.metrics["exact_match"] for t in self.results[arm]]))
+
     def spread(self, arm: str) -> float:
         return float(np.std([t.metrics["exact_match"] for t in self.results[arm]], ddof=1))
 
@@ -71,67 +77,74 @@ class PoweredStudy:
         rows = sorted(self.results[arm], key=lambda t: t.overrides[SEED])
         return np.array([[c == "1" for c in t.result["correct"]] for t in rows], dtype=bool)
 
+    def too_wide(self, gap: dict) -> bool:
+        return (gap["high"] - gap["low"]) / 2 > self.half_width
+
     def resize(self) -> None:
         """New targets: from the spread for arms short of the formula's seeds, else (the interval measured
         still too wide) a quarter more, within max_seeds."""
-        for other in self.others:
-            need = min(self.max_seeds, seeds_needed(self.spread(self.baseline), self.spread(other), self.half_width))
-            for arm in (self.baseline, other):
+        for _, baseline, other in self.questions:
+            need = min(self.max_seeds, seeds_needed(self.spread(baseline), self.spread(other), self.half_width))
+            for arm in (baseline, other):
                 self.target[arm] = max(self.target[arm], need)
         if any(self.asked[a] < self.target[a] for a in self.arms):
             return
-        self.gaps = {other: difference(self.correct(self.baseline), self.correct(other)) for other in self.others}
-        for other, gap in self.gaps.items():
-            if (gap["high"] - gap["low"]) / 2 > self.half_width:
-                for arm in (self.baseline, other):
+        self.gaps = {q: difference(self.correct(q[1]), self.correct(q[2])) for q in self.questions}
+        for (_, baseline, other), gap in self.gaps.items():
+            if self.too_wide(gap):
+                for arm in (baseline, other):
                     self.target[arm] = min(self.max_seeds, math.ceil(self.asked[arm] * 1.25))
 
-    def table(self, params: Params, study: str) -> str:
-        setting = params.study_setting(study)
-        mean = {arm: float(np.mean([t.metrics["exact_match"] for t in self.results[arm]])) for arm in self.arms}
-        lines = [f"Study **{study}** ({params.experiments[self.baseline].task}), powered for 95% intervals of at most "
-                 f"±{self.half_width * 100:g} points: {sum(self.asked.values())} trials, seeds 1..n per arm.", "",
-                 f"| {setting} | seeds | exact match | seed sd | difference (95% interval) | ± | verdict |",
-                 "|---|---|---|---|---|---|---|",
-                 f"| {getattr(params.experiments[self.baseline], setting)} ({self.baseline}, baseline) | "
-                 f"{self.asked[self.baseline]} | {mean[self.baseline]:.1%} | {self.spread(self.baseline) * 100:.1f} | "
-                 "– | – | – |"]
-        for other, gap in self.gaps.items():
-            half = (gap["high"] - gap["low"]) / 2
+    def table(self) -> str:
+        """The questions' answers as a markdown table, and the seeds each arm took."""
+        head = (f"Powered for 95% intervals of at most ±{self.half_width * 100:g} points: "
+                f"{sum(self.asked.values())} trials, each arm under seeds 1..n, every seed scored on the same "
+                f"test split. Interval: {METHOD}.")
+        header = "| study | change | seeds | exact match | seed sd | difference (95% interval) | ± | verdict |"
+        lines = [head, "", header, "|---|---|---|---|---|---|---|---|"]
+        for (name, baseline, other), gap in self.gaps.items():
+            setting = self.params.study_setting(name)
+            before, after = (getattr(self.params.experiments[arm], setting) for arm in (baseline, other))
             verdict = ("real: it helps" if gap["low"] > 0 else "real: it hurts") if gap["real"] else "noise"
-            lines.append(f"| {getattr(params.experiments[other], setting)} ({other}) | {self.asked[other]} | "
-                         f"{mean[other]:.1%} | {self.spread(other) * 100:.1f} | {points(gap['difference'])} points "
-                         f"({points(gap['low'])} to {points(gap['high'])}) | {half * 100:.1f} | {verdict} |")
-        short = [o for o, g in self.gaps.items() if (g["high"] - g["low"]) / 2 > self.half_width]
+            lines.append(
+                f"| {name} | {setting}: {before} → {after} | {self.asked[baseline]} / {self.asked[other]} | "
+                f"{self.mean(baseline):.1%} → {self.mean(other):.1%} | "
+                f"{self.spread(baseline) * 100:.1f} / {self.spread(other) * 100:.1f} | "
+                f"{points(gap['difference'])} ({points(gap['low'])} to {points(gap['high'])}) | "
+                f"{(gap['high'] - gap['low']) / 2 * 100:.1f} | {verdict} |")
+        short = [name for (name, _, other), gap in self.gaps.items() if self.too_wide(gap)]
         if short:
-            lines.append(f"\nNot settled within max_seeds ({self.max_seeds}): {', '.join(short)}.")
+            lines.append(f"\nNot settled within {self.max_seeds} seeds an arm: {', '.join(short)}.")
         return "\n".join(lines)
 
 
-def study(name: str, half_width_points: float, pilot: int, max_seeds: int, address: str | None,
+def study(names: list[str], half_width_points: float, pilot: int, max_seeds: int, address: str | None,
           cpus_per_trial: float, say: Callable[[str], None] = print) -> Path:
-    """`adder study NAME`: the powered study, its table printed, written to reports/studies/NAME.md and set
-    as the description of its MLflow sweep run."""
+    """`adder study NAME...`: the powered studies, their table printed, written to reports/studies/<names>.md
+    and set as the description of their MLflow sweep run."""
     root = project_root()
     params = load_params()
-    if name not in params.studies:
-        raise AdderError(f"unknown study {name!r}; known: {', '.join(params.studies) or 'none in params.yaml'}")
+    if not names:
+        raise AdderError(f"name one or more studies; params.yaml has: {', '.join(params.studies) or 'none'}")
+    for name in names:
+        if name not in params.studies:
+            raise AdderError(f"unknown study {name!r}; known: {', '.join(params.studies) or 'none in params.yaml'}")
     if not 0 < half_width_points < 50:
         raise AdderError(f"--half-width {half_width_points:g}: points of exact match, between 0 and 50")
     if not 2 <= pilot <= max_seeds:
         raise AdderError(f"--pilot {pilot} and --max-seeds {max_seeds}: need 2 <= pilot <= max-seeds")
     raw = yaml.safe_load((root / PARAMS_FILE).read_text())
-    planned = PoweredStudy(params, raw, name, half_width_points / 100, pilot, max_seeds)
+    planned = PoweredStudy(params, raw, names, half_width_points / 100, pilot, max_seeds)
     for arm in planned.arms:
         trial_params(raw, arm, {SEED: max_seeds})  # every seed is valid for every arm
-    described = {"experiments": list(planned.arms), "study": name, "half_width_points": half_width_points,
+    described = {"experiments": planned.arms, "studies": names, "half_width_points": half_width_points,
                  "pilot": pilot, "max_seeds": max_seeds, "cpus_per_trial": cpus_per_trial}
-    _, recorder = run(Plan(planned.ask, planned.tell), params, list(planned.arms), f"study {name}", address,
+    _, recorder = run(Plan(planned.ask, planned.tell), params, planned.arms, f"study {' '.join(names)}", address,
                       cpus_per_trial, described, say)
-    text = planned.table(params, name)
+    text = planned.table()
     say("\n" + text)
     recorder.describe(text)
-    out = root / "reports" / "studies" / f"{name}.md"
+    out = root / "reports" / "studies" / f"{'-'.join(names)}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     return out
