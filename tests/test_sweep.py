@@ -240,6 +240,11 @@ def kill_session(leader: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+# Ray's token authentication (on by default where ~/.ray/auth_token exists) is for clusters spanning
+# machines (docs/scale-out.md); this one is local.
+RAY_ENV = {**cli_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "ADDER_WARM": "0"}
+
+
 class Cluster:
     """A head and a worker node, each with one CPU and its own session, so that either can be killed alone
     (`ray stop` would stop every Ray on the machine)."""
@@ -249,7 +254,7 @@ class Cluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Dead nodes noticed in seconds, not the default half minute.
-        self.env = {**cli_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "500",
+        self.env = {**RAY_ENV, "RAY_health_check_period_ms": "500",
                     "RAY_health_check_failure_threshold": "4", "RAY_health_check_timeout_ms": "1000"}
         self.head = self.start("--head", f"--port={self.port}", f"--temp-dir={self.temp}", "--include-dashboard=false")
         deadline = time.monotonic() + 60
@@ -262,8 +267,8 @@ class Cluster:
         self.worker = self.start(f"--address={self.address}")
 
     def start(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                                 "--disable-usage-stats", *args], env=self.env, start_new_session=True,
+        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--num-cpus=1", "--disable-usage-stats",
+                                 *args], env=self.env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def nodes(self) -> int:
@@ -294,7 +299,7 @@ def cluster():
 @pytest.mark.e2e
 def test_a_sweep_on_two_nodes_logs_each_trial_once_with_the_figures_adder_train_gets(project, server, cluster):
     result = adder("sweep", EXP, "-S", "seed=1..4", "--address", cluster.address, cwd=project,
-                   env={**cli_env(server.uri), "ADDER_WARM": "0"}, timeout=300)
+                   env={**RAY_ENV, "MLFLOW_TRACKING_URI": server.uri}, timeout=300)
     assert result.returncode == 0, shown(result)
     assert "Ray: 2 nodes, 2 CPUs" in result.stdout, shown(result)
     parent, children = child_runs(server.uri)
@@ -325,7 +330,7 @@ def test_a_node_lost_mid_sweep_has_its_trial_retried_elsewhere_and_nothing_lost(
         server.wait_ready()
         sweep = subprocess.Popen([str(BIN / "adder"), "sweep", EXP, "-S", "seed=1..4", "-S", "epochs=40",
                                   "--address", cluster.address], cwd=project, text=True,
-                                 env={**cli_env(server.uri), "ADDER_WARM": "0"}, stdout=subprocess.PIPE,
+                                 env={**RAY_ENV, "MLFLOW_TRACKING_URI": server.uri}, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while not any("remote_trial" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
