@@ -175,7 +175,7 @@ def test_make_prefers_python_3_11_then_newer_ones(fake_pythons):
     fake_pythons.add("python3.11", "3.11")
     result = fake_pythons("setup")
     assert " python3.11 -m venv" in result.stdout
-    assert "-e '.[test,scale,cpu]'" in result.stdout and "uninstall" not in result.stdout
+    assert "-e '.[test,scale,sweep,cpu]'" in result.stdout and "uninstall" not in result.stdout
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -195,10 +195,10 @@ def test_make_gpu_replaces_the_cpu_build(fake_pythons):
     uninstall = "pip uninstall --quiet --yes tensorflow tensorflow-cpu"
     result = fake_pythons("setup", "GPU=1")
     # tensorflow-cpu goes before tensorflow[and-cuda] comes: both write the module tensorflow.
-    assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,gpu]'")
+    assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,sweep,gpu]'")
     assert "echo gpu > .venv/.installed" in result.stdout
     fake_pythons.stamp("gpu")  # a GPU install stays one: no GPU= keeps the build .venv has
     result = fake_pythons("-B", "setup")
-    assert "'.[test,scale,gpu]'" in result.stdout and uninstall not in result.stdout
+    assert "'.[test,scale,sweep,gpu]'" in result.stdout and uninstall not in result.stdout
     result = fake_pythons("setup", "GPU=0")
-    assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,cpu]'")
+    assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,sweep,cpu]'")
