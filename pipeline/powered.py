@@ -38,7 +38,7 @@ class PoweredStudy:
     need. A question is a study's baseline against one other arm; studies sharing a baseline share its trials."""
 
     def __init__(self, params: Params, raw: dict, studies: list[str], half_width: float, pilot: int, max_seeds: int):
-        self.params, self.studies = params, studies
+        self.params = params
         self.questions = [(name, params.studies[name][0], other)
                           for name in studies for other in params.studies[name][1:]]
         self.arms = list(dict.fromkeys(arm for _, *pair in self.questions for arm in pair))

@@ -27,6 +27,10 @@ from pipeline.config import PARAMS_FILE, Params, load_params, project_root
 from pipeline.errors import AdderError
 from pipeline.space import Axis, dvc_command, grid, parse_axes, trial_params
 
+# Here, not in pipeline.tracking, which every stage imports: a sweep's names stale no stage.
+SWEEPS = "adder-sweeps"  # one run per `adder sweep` or `adder study`, a child run per trial
+SWEEPS_NOTE = ("One run per `adder sweep` or `adder study`: its table of trials and the best configuration, with a "
+               "child run per trial (its settings, figures, node, and the `dvc exp run` command that reproduces it).")
 RETRIES = 3  # tries of a trial after its node or worker process dies; its own errors are not retried
 
 
@@ -138,7 +142,7 @@ class Recorder:
                                      tags=tags)
         exp = trial.params.experiment(trial.exp_name)
         params = {"experiment": trial.exp_name, "seed": trial.params.seeds_of(trial.exp_name)[0],
-                  **{k: v for k, v in exp.model_dump(exclude={"description", "seeds"}).items()}}
+                  **exp.model_dump(exclude={"description", "seeds"})}
         now = int(time.time() * 1000)
         metrics = [Metric(f"test_{k}" if k in ("exact_match", "char_accuracy", "rmse") else k, float(v), now, 0)
                    for k, v in trial.metrics.items()]
@@ -190,15 +194,17 @@ def run(plan: Plan, params: Params, exp_names: list[str], name: str, address: st
     for, recording each as it finishes; returns every trial and the sweep's recorder (its run ended)."""
     root = project_root()
     splits = task_splits(root, params, exp_names)  # missing data fails before anything starts
-    tracking.connect(root, tracking.SWEEPS)  # so does an unreachable tracking server
+    tracking.connect(root, SWEEPS)  # so does an unreachable tracking server
     address = ray_address(address)  # and an address with no cluster behind it
     import ray
 
     start_ray(address)
-    experiment = mlflow.get_experiment_by_name(tracking.SWEEPS)
+    experiment = mlflow.get_experiment_by_name(SWEEPS)
+    if not experiment.tags.get(tracking.NOTE):
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, tracking.NOTE, SWEEPS_NOTE)
     recorder = Recorder(name, experiment.experiment_id, tracking.run_tags(root, kind="sweep"))
     recorder.client.log_batch(recorder.run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()])
-    say(f"{name}: MLflow run {recorder.run_id} ({tracking.SWEEPS}); Ray: {describe_cluster()}")
+    say(f"{name}: MLflow run {recorder.run_id} ({SWEEPS}); Ray: {describe_cluster()}")
     trials: list[Trial] = []
     status = RunStatus.to_string(RunStatus.FINISHED)
     try:

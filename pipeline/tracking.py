@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 RUNS = "adder"
 DATASETS = "adder-datasets"
 REPORTS = "adder-reports"
-SWEEPS = "adder-sweeps"  # one run per `adder sweep` or `adder study`, a child run per trial
 SERVED = "adder-served"  # the runs that build adder-all, every task's champion behind one endpoint
 
 # MLflow retries a dead server for minutes by default; a stage should fail in seconds instead.
@@ -113,8 +112,6 @@ EXPERIMENT_NOTES = {
           "compare models and encodings on the same problems; each run's description says how it differs.",
     DATASETS: "One run per task of params.yaml: the sizes, sha256 digests and train/test overlap of data/<task>/.",
     REPORTS: "One run per `adder compare`: reports/comparison.md, every experiment side by side, and its figures.",
-    SWEEPS: "One run per `adder sweep` or `adder study`: its table of trials and the best configuration, with a "
-            "child run per trial (its settings, figures, node, and the `dvc exp run` command that reproduces it).",
     SERVED: "One run per build of `adder-all`: every task's champion behind one endpoint, built by "
                     "`adder evaluate` whenever a champion moves.",
 }

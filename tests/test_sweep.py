@@ -69,7 +69,7 @@ def test_a_grid_is_every_combination_the_first_axis_slowest():
     ("model=seq2seq,attention", "sweep another experiment"),
 ])
 def test_a_setting_that_cannot_be_read_is_named(setting, says):
-    with pytest.raises(AdderError, match=None) as error:
+    with pytest.raises(AdderError) as error:
         parse_axis(setting)
     assert says in str(error.value)
 
