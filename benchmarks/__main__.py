@@ -7,6 +7,7 @@
   startup     a stage's and `adder predict`'s cost beyond their work: fresh processes vs warm forks
   make_run    `dvc repro` on the defaults: wall time, fitting seconds and the overhead share
   widths      first and later epochs of the brackets transformer: batches cut to few widths vs to many
+  gpu         time to accuracy and prediction with JAX on the GPU and on the CPU, when JAX sees a GPU
 
 Usage: python -m benchmarks [--budget SECONDS] [--only data,training,...] [--backend jax|tensorflow]
                             [--out docs/benchmarks.md]
@@ -52,7 +53,7 @@ SETUPS = {
 }
 
 
-SECTIONS = ("data", "training", "predict", "backends", "startup", "make_run", "widths")
+SECTIONS = ("data", "training", "predict", "backends", "startup", "make_run", "widths", "gpu")
 
 
 def rate(seconds: float, n: int) -> float:
@@ -137,25 +138,50 @@ def bench_predict(trained: dict, n: int = 20_000) -> list[str]:
 
 def accuracy_sections(only: set[str], budget: float, backend: str) -> list[str]:
     """Time to accuracy and batch prediction, in this process, whose Keras runs on backend."""
+    from pipeline import device
+
     training, trained = bench_training(budget)
-    sections = [f"## Time to accuracy on {backend} (3-digit addition, held-out exact match on 2,000 validation "
-                "problems)\n", "Timed by a training callback from the first step, validation included; training "
-                "goes on to a perfect validation score, its epochs or the budget.\n", *training, ""]
+    where = device.current().summary
+    sections = [f"## Time to accuracy on {backend}, {where} (3-digit addition, held-out exact match on 2,000 "
+                "validation problems)\n", "Timed by a training callback from the first step, validation included; "
+                "training goes on to a perfect validation score, its epochs or the budget.\n", *training, ""]
     if "predict" in only:
         print("prediction ...", flush=True)
-        sections += [f"## Batch prediction on {backend} (20,000 3-digit problems: encode, predict, decode)\n",
+        sections += [f"## Batch prediction on {backend}, {where} (20,000 3-digit problems: encode, predict, decode)\n",
                      *bench_predict(trained), ""]
     return sections
 
 
-def on_backend(only: set[str], budget: float, backend: str) -> list[str]:
-    """accuracy_sections in a fresh process on backend (a process imports one Keras backend)."""
-    print(f"time to accuracy and prediction on {backend} ...", flush=True)
+def on_backend(only: set[str], budget: float, backend: str, platform: str | None = None) -> list[str]:
+    """accuracy_sections in a fresh process on backend (a process imports one Keras backend); with platform,
+    JAX computes on that one ('cpu' or 'cuda')."""
+    print(f"time to accuracy and prediction on {backend} {platform or ''}...", flush=True)
+    env = {**os.environ, **({"JAX_PLATFORMS": platform} if platform else {})}
     with tempfile.NamedTemporaryFile("r", suffix=".md") as out:
         subprocess.run([sys.executable, "-m", "benchmarks", "--only", ",".join(sorted(only)), "--budget", str(budget),
-                        "--backend", backend, "--out", out.name], check=True, stdout=subprocess.DEVNULL)
+                        "--backend", backend, "--out", out.name], check=True, stdout=subprocess.DEVNULL, env=env)
         report = Path(out.name).read_text()
     return report[report.index("## "):].rstrip("\n").split("\n") + [""]
+
+
+def visible_gpu() -> tuple[str | None, str]:
+    """(the GPU JAX computes on, '') or (None, why it sees none), asked in a fresh process."""
+    probe = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices('gpu')[0].device_kind)"],
+                           capture_output=True, text=True, timeout=300)
+    if probe.returncode == 0:
+        return probe.stdout.strip(), ""
+    return None, (probe.stderr.strip().splitlines() or ["no answer"])[-1]
+
+
+def gpu_sections(budget: float) -> list[str]:
+    """The training setups with JAX on the GPU, then on the CPU of the same machine; skipped, saying why,
+    where JAX sees no GPU."""
+    name, why = visible_gpu()
+    if name is None:
+        return ["## On a GPU\n", f"Skipped: JAX sees no GPU on this machine ({why}).", ""]
+    return [f"## On a GPU: {name} against this machine's CPU\n",
+            *on_backend({"training", "predict"}, budget, "jax", "cuda"),
+            *on_backend({"training", "predict"}, budget, "jax", "cpu")]
 
 
 def main() -> None:
@@ -193,6 +219,9 @@ def main() -> None:
     if "widths" in only:
         sections += ["## Decoder batches cut to few widths (`python -m benchmarks.widths`)\n",
                      *widths.bench_widths(), ""]
+    if "gpu" in only and not args.backend:
+        print("GPU ...", flush=True)
+        sections += gpu_sections(args.budget)
     report = "\n".join(sections) + "\n"
     out = args.out or (Path("docs/benchmarks.md") if only == set(SECTIONS) else None)
     if out:

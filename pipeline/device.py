@@ -3,9 +3,12 @@ which device they come from."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 from dataclasses import dataclass
+
+from pipeline.errors import AdderError
 
 GIB = 2**30
 
@@ -70,3 +73,45 @@ def current() -> Device:
             details = tf.config.experimental.get_device_details(gpus[0])
             return Device("gpu", details.get("device_name", gpus[0].name), len(gpus), None, version)
     return Device(**{**cpu().__dict__, "backend": version})
+
+
+# backend -> the distributions whose presence is its CUDA build (`make setup GPU=1`): all of one entry
+CUDA_BUILDS = {"jax": (("jax-cuda12-plugin",), ("jax-cuda13-plugin",)),
+               "tensorflow": (("tensorflow", "nvidia-cudnn-cu12"),)}
+
+
+def installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def cuda_build(backend: str) -> str | None:
+    """The installed CUDA build of backend, by its distributions' names, or None for its CPU build."""
+    for distributions in CUDA_BUILDS.get(backend, ()):
+        if all(installed(d) for d in distributions):
+            return " + ".join(distributions)
+    return None
+
+
+def why_no_gpu(backend: str) -> str:
+    """What the backend says when asked for its GPU, in one line."""
+    if backend == "jax":
+        import jax
+
+        try:
+            jax.devices("gpu")
+        except RuntimeError as error:
+            return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return "its GPU is not its default device (JAX_PLATFORMS?)"
+    return "it lists no physical GPU device"
+
+
+def require_requested_gpu(backend: str, where: Device) -> None:
+    """With the backend's CUDA build installed (asking for the GPU), computing on the CPU is an error, said
+    before any training: otherwise a GPU machine with a broken driver trains for hours on its CPU, silently."""
+    if where.kind == "cpu" and (build := cuda_build(backend)):
+        raise AdderError(f"{build} is installed (make setup GPU=1) but {backend} sees no GPU: {why_no_gpu(backend)}; "
+                         "run on a machine with an NVIDIA GPU and its driver, or make setup GPU=0 to train on the CPU")

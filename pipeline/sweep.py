@@ -138,12 +138,12 @@ class Recorder:
         tags = {"mlflow.parentRunId": self.run_id, "trial": str(trial.number), "dvc_command": trial.command,
                 **({"node": result["node"], "node.host": result["host"], "device": result["device"]}
                    if result else {"error": trial.error or ""})}
-        run = self.client.create_run(self.experiment_id, run_name=f"{self.name} #{trial.number} {trial.label}",
-                                     tags=tags)
+        now = int(time.time() * 1000)  # the run spans the trial's own time, not the moment it is recorded
+        run = self.client.create_run(self.experiment_id, start_time=now - int(1000 * result.get("seconds", 0)),
+                                     run_name=f"#{trial.number} {trial.exp_name} {trial.label}", tags=tags)
         exp = trial.params.experiment(trial.exp_name)
         params = {"experiment": trial.exp_name, "seed": trial.params.seeds_of(trial.exp_name)[0],
                   **exp.model_dump(exclude={"description", "seeds"})}
-        now = int(time.time() * 1000)
         metrics = [Metric(f"test_{k}" if k in ("exact_match", "char_accuracy", "rmse") else k, float(v), now, 0)
                    for k, v in trial.metrics.items()]
         for epoch, logs in enumerate(result.get("history", []), 1):
@@ -151,7 +151,7 @@ class Recorder:
         self.client.log_batch(run.info.run_id, metrics=metrics[:1000],
                               params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         self.client.set_terminated(run.info.run_id, RunStatus.to_string(
-            RunStatus.FINISHED if trial.result else RunStatus.FAILED))
+            RunStatus.FINISHED if trial.result else RunStatus.FAILED), end_time=now)
 
     def describe(self, text: str) -> None:
         """The run's description in the UI, and the same text as an artifact."""

@@ -15,6 +15,7 @@ def run_trial(params: Params, exp_name: str, splits: dict[str, Problems]) -> dic
     """Trains exp_name under its one seed on splits['train'] (scored each epoch on 'val'), then scores it on
     'test': the figures, the learning curve and which test problems it got right (for the studies)."""
     backend.use(params.backend)
+    device.require_requested_gpu(params.backend, device.current())
     import keras
 
     from pipeline.evaluate import predict_answers, score

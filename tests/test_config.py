@@ -1,6 +1,9 @@
 """params.yaml validation: every bad value is an AdderError naming the key path and what is allowed."""
 
 import copy
+import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -280,3 +283,23 @@ def test_warmup_is_fewer_epochs_than_the_run():
     assert f"warmup_epochs ({epochs}) must be fewer than epochs ({epochs})" in error_of(params)
     params["experiments"]["ops-transformer"]["warmup_epochs"] = -1
     assert "experiments.ops-transformer.warmup_epochs" in error_of(params)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_run_gpu_sets_valid_params():
+    """`make run-gpu`'s -S settings, applied to params.yaml as DVC applies them, pass its schema."""
+    printed = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.installed", "run-gpu"], cwd=PROJECT,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    settings = re.findall(r"-S '([^']+)'", printed)
+    assert printed.startswith("dvc exp run -n gpu-sized ") and len(settings) == 11
+    params = raw()
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        *parents, last = key.split(".")
+        node = params
+        for parent in parents:
+            node = node[parent]
+        assert last in node, f"{key} sets a key params.yaml does not have"
+        node[last] = yaml.safe_load(value)
+    exp = parse_params(params).experiment("brackets-transformer")
+    assert (exp.units, exp.batch_size, exp.samples_per_epoch) == ((128, 128), 256, 100_000)

@@ -3,12 +3,14 @@ and in the report."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import subprocess
 import sys
 
 from helpers import PROJECT
 
-from pipeline.device import Device, cpu
+from pipeline.device import Device, cpu, cuda_build, require_requested_gpu
 from pipeline.model_folder import malformed
 from pipeline.report import devices_line
 
@@ -46,3 +48,34 @@ def test_the_report_says_where_its_seconds_come_from():
     two = {"a": {"device": "cpu: 2 cores, Intel"}, "b": {"device": "gpu: 1 x NVIDIA H200, 140 GiB"}, "c": {}}
     assert devices_line(two) == ("\nTrained on cpu: 2 cores, Intel: a; gpu: 1 x NVIDIA H200, 140 GiB: b; "
                                  "unknown: c.\n")
+
+
+def test_a_cuda_build_without_a_gpu_is_one_line_before_training(tmp_path):
+    """A fresh process that finds JAX's CUDA plugin installed (faked: its dist-info alone, on PYTHONPATH, so
+    that importlib.metadata finds it while JAX loads no plugin) and no GPU: adder refuses to train on the CPU."""
+    info = tmp_path / "jax_cuda12_plugin-0.10.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: jax-cuda12-plugin\nVersion: 0.10.2\n")
+    script = ("from pipeline import backend, device\nfrom pipeline.errors import AdderError\nbackend.use('jax')\n"
+              "try:\n    device.require_requested_gpu('jax', device.current())\n"
+              "except AdderError as error:\n    print(error)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [line] = result.stdout.splitlines()
+    assert line.startswith("jax-cuda12-plugin is installed (make setup GPU=1) but jax sees no GPU: "), line
+    assert line.endswith("or make setup GPU=0 to train on the CPU") and "gpu" in line.split(": ", 1)[1].lower()
+
+
+def test_the_cpu_build_trains_on_the_cpu(monkeypatch):
+    # Faked: importlib.metadata answers as an install without any CUDA build would.
+    def version(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert cuda_build("jax") is None and cuda_build("tensorflow") is None
+    require_requested_gpu("tensorflow", cpu())  # no error: nothing asked for a GPU
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0")  # every distribution present
+    assert cuda_build("tensorflow") == "tensorflow + nvidia-cudnn-cu12"
+    require_requested_gpu("jax", Device("gpu", "NVIDIA H200", 1, 139.8, "jax 0.10.2"))  # on its GPU: fine

@@ -143,9 +143,9 @@ def fake_pythons(tmp_path):
     project, bin_dir = tmp_path / "project", tmp_path / "bin"
     project.mkdir()
     bin_dir.mkdir()
-    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "params.yaml"):
         shutil.copy(PROJECT / name, project / name)
-    for tool in ("cat", "sh"):
+    for tool in ("cat", "sh", "sed"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
 
     def add(name: str, version: str) -> None:
@@ -161,7 +161,11 @@ def fake_pythons(tmp_path):
         (project / ".venv").mkdir(exist_ok=True)
         (project / ".venv" / ".installed").write_text(flavour + "\n")
 
-    make.add, make.stamp = add, stamp
+    def backend(name: str) -> None:
+        params = project / "params.yaml"
+        params.write_text(re.sub(r"(?m)^backend: *\w+", f"backend: {name}", params.read_text()))
+
+    make.add, make.stamp, make.backend = add, stamp, backend
     return make
 
 
@@ -190,15 +194,39 @@ def test_make_without_a_supported_python_says_so_in_one_line(fake_pythons):
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_gpu_replaces_the_cpu_build(fake_pythons):
+def test_make_gpu_installs_the_cuda_build_of_tensorflow_in_place_of_the_cpu_one(fake_pythons):
     fake_pythons.add("python3.11", "3.11")
+    fake_pythons.backend("tensorflow")
     uninstall = "pip uninstall --quiet --yes tensorflow tensorflow-cpu"
     result = fake_pythons("setup", "GPU=1")
     # tensorflow-cpu goes before tensorflow[and-cuda] comes: both write the module tensorflow.
     assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,sweep,gpu]'")
-    assert "echo gpu > .venv/.installed" in result.stdout
-    fake_pythons.stamp("gpu")  # a GPU install stays one: no GPU= keeps the build .venv has
-    result = fake_pythons("-B", "setup")
-    assert "'.[test,scale,sweep,gpu]'" in result.stdout and uninstall not in result.stdout
+    assert "echo tensorflow-gpu > .venv/.installed" in result.stdout and "jax-cuda12" not in result.stdout
+    for stamp in ("tensorflow-gpu", "gpu"):  # a GPU install stays one (`gpu`: the stamp of older installs)
+        fake_pythons.stamp(stamp)
+        result = fake_pythons("-B", "setup")
+        assert "'.[test,scale,sweep,gpu]'" in result.stdout and uninstall not in result.stdout
     result = fake_pythons("setup", "GPU=0")
     assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,sweep,cpu]'")
+    assert "echo cpu > .venv/.installed" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_gpu_adds_jax_cuda_plugin_when_params_select_jax(fake_pythons):
+    fake_pythons.add("python3.11", "3.11")
+    assert "backend: jax" in (PROJECT / "params.yaml").read_text()  # the default
+    result = fake_pythons("setup", "GPU=1")
+    assert "-e '.[test,scale,sweep,cpu,jax-gpu]'" in result.stdout and "uninstall" not in result.stdout
+    assert "echo jax-gpu > .venv/.installed" in result.stdout
+    fake_pythons.stamp("jax-gpu")
+    assert "'.[test,scale,sweep,cpu,jax-gpu]'" in fake_pythons("-B", "setup").stdout
+    result = fake_pythons("setup", "GPU=0")  # back to the CPU: the plugin goes, jaxlib stays
+    assert result.stdout.index("pip uninstall --quiet --yes jax-cuda12-plugin jax-cuda12-pjrt") < \
+        result.stdout.index("-e '.[test,scale,sweep,cpu]'")
+
+
+def test_jax_cuda_build_is_pinned_to_the_pinned_jax():
+    pins = dict(line.split("==") for line in (PROJECT / "constraints.txt").read_text().splitlines())
+    assert pins["jax-cuda12-plugin"] == pins["jax-cuda12-pjrt"] == pins["jax"] == pins["jaxlib"]
+    extra = [Requirement(line) for line in PYPROJECT["project"]["optional-dependencies"]["jax-gpu"]]
+    assert [(r.name, r.extras) for r in extra] == [("jax", {"cuda12"})]

@@ -40,6 +40,7 @@ def train(exp_name: str) -> dict:
     train_split, val_split = problems.read_csv(data / "train.csv"), problems.read_csv(data / "val.csv")
     tracking.connect(root)  # before training: an unreachable server fails now, not after the work
     backend.use(params.backend)  # so does a backend that is not installed
+    device.require_requested_gpu(params.backend, device.current())  # and a GPU build with no GPU
     from pipeline.train import train as fit  # Keras and its backend only once the inputs are good
 
     for line in tracking.end_dead_runs(exp_name):  # an earlier training of it killed: say so in MLflow too
