@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 
 from pipeline.expressions import OPERATION_NAMES
 
@@ -145,7 +146,27 @@ def group_figures(name: str, groups: dict) -> dict[str, float]:
     return {group: cell["count"] / total if name in SHARES else cell["exact_match"] for group, cell in groups.items()}
 
 
-def breakdown_metrics(result: dict) -> dict[str, float]:
-    """The breakdowns as MLflow metric names: test_exact_match/terms/3, test_share/first_wrong_step/1."""
-    return {f"test_{'share' if name in SHARES else 'exact_match'}/{name}/{group.replace('/', '_')}": figure
-            for name, groups in result.items() for group, figure in group_figures(name, groups).items()}
+TITLES = {"terms": "number of terms", "digits": "digits of the longest operand", "operation": "operation",
+          "brackets": "brackets", "carries": "carries (sums) or borrows (one subtraction)",
+          "answer_length": "answer length (characters)",
+          "first_wrong_step": "first wrong step (answer: only the final answer wrong; none: all right)",
+          "first_wrong_kind": "kind of the first wrong step (answer: only the final answer wrong; none: all "
+                              "right)",
+          "step_kind": "kind of worked step (steps written right)"}
+# A single group of these does not repeat the overall figure.
+STEP_BREAKDOWNS = {"first_wrong_step", "first_wrong_kind", "step_kind"}
+
+
+def figure_name(name: str) -> str:
+    return f"{'share of problems' if name in SHARES else 'exact match'} by {TITLES[name]}"
+
+
+def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:
+    """Exact match (each group's share of the problems, for SHARES) per experiment (rows) and group
+    (columns) of one breakdown; outside the step breakdowns only experiments with two or more groups,
+    since one repeats the overall figure."""
+    rows = {exp: group_figures(name, m.get("breakdown", {}).get(name, {})) for exp, m in metrics.items()}
+    fewest = 1 if name in STEP_BREAKDOWNS else 2
+    frame = pd.DataFrame.from_dict({exp: groups for exp, groups in rows.items() if len(groups) >= fewest},
+                                   orient="index")
+    return frame[sorted(frame.columns, key=group_order)]

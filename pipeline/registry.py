@@ -268,7 +268,7 @@ def served_model_uri(root: Path, model: str | None) -> str:
         uri = model
     elif (folder := experiment_folder(root, model)).is_dir():
         run_id = verified(folder)["run_id"]  # the run that logged exactly these files
-        if (uri := serving_model_of(run_id)) is None:
+        if (uri := serving_model_of(run_id, model)) is None:
             raise AdderError(f"experiment {model!r} has no serving model: only sequence models answer strings, "
                              "once evaluate has scored them (dvc repro)")
     else:
@@ -280,15 +280,21 @@ def served_model_uri(root: Path, model: str | None) -> str:
         raise AdderError(f"no model at {uri}: {str(e).strip().splitlines()[0]}") from None
     if flavor.get("loader_module") != "mlflow.pyfunc.model":
         raise AdderError(f"{uri} is not a model that answers expressions as strings; "
-                         "serve an experiment's `serving` model or a task's champion")
+                         "serve an experiment's serving model or a task's champion")
     return uri
 
 
-def serving_model_of(run_id: str) -> str | None:
-    """The URI of the serving model that evaluate logged to a training run, None if none yet. Found by the
-    run, in the tracking store: run.json names the run, never the model to serve."""
-    found = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}' AND name = 'serving'",
-                                        max_results=1, output_format="list")
+def serving_name(exp_name: str) -> str:
+    """The name of an experiment's serving model in MLflow, beside its Keras model named after it."""
+    return f"{exp_name}-serving"
+
+
+def serving_model_of(run_id: str, exp_name: str) -> str | None:
+    """The URI of the serving model that evaluate logged to exp_name's training run, None if none yet. Found
+    by the run, in the tracking store: run.json names the run, never the model to serve."""
+    found = mlflow.search_logged_models(
+        filter_string=f"source_run_id = '{run_id}' AND name = '{serving_name(exp_name)}'",
+        max_results=1, output_format="list")
     return f"models:/{found[0].model_id}" if found else None
 
 

@@ -1,33 +1,15 @@
-"""The comparison of all experiments: a markdown table, breakdown tables, and PNG plots."""
+"""The comparison of all experiments: a markdown table, breakdown tables, and the tables `dvc plots` draws."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
-from pipeline.breakdown import BREAKDOWNS, SHARES, group_figures, group_order
+from pipeline.breakdown import BREAKDOWNS, SHARES, breakdown_frame, figure_name
 from pipeline.config import Params
 from pipeline.studies import seeds_section, studies_section
 
 COLUMNS = ("experiment", "task", "model", "encoding", "exact match", "char accuracy", "RMSE", "train s", "parameters",
            "test problems", "test seen in training")
-TITLES = {"terms": "number of terms", "digits": "digits of the longest operand", "operation": "operation",
-          "brackets": "brackets", "carries": "carries (sums) or borrows (one subtraction)",
-          "answer_length": "answer length (characters)",
-          "first_wrong_step": "first wrong step (answer: only the final answer wrong; none: all right)",
-          "first_wrong_kind": "kind of the first wrong step (answer: only the final answer wrong; none: all "
-                              "right)",
-          "step_kind": "kind of worked step (steps written right)"}
-# A single group of these does not repeat the overall figure.
-STEP_BREAKDOWNS = {"first_wrong_step", "first_wrong_kind", "step_kind"}
-
-
-def figure_name(name: str) -> str:
-    return f"{'share of problems' if name in SHARES else 'exact match'} by {TITLES[name]}"
-
-
 def cell(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -78,17 +60,6 @@ def held_out_section(params: Params, metrics: dict[str, dict]) -> str:
             + "\n".join(lines) + "\n")
 
 
-def breakdown_frame(name: str, metrics: dict[str, dict]) -> pd.DataFrame:
-    """Exact match (each group's share of the problems, for SHARES) per experiment (rows) and group
-    (columns) of one breakdown; outside the step breakdowns only experiments with two or more groups,
-    since one repeats the overall figure."""
-    rows = {exp: group_figures(name, m.get("breakdown", {}).get(name, {})) for exp, m in metrics.items()}
-    fewest = 1 if name in STEP_BREAKDOWNS else 2
-    frame = pd.DataFrame.from_dict({exp: groups for exp, groups in rows.items() if len(groups) >= fewest},
-                                   orient="index")
-    return frame[sorted(frame.columns, key=group_order)]
-
-
 def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
     frame = breakdown_frame(name, metrics)
     if frame.empty:
@@ -116,77 +87,3 @@ def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame],
             long.insert(1, "task", long["experiment"].map(tasks))
             tables[f"{'shares' if shares else 'breakdown'}/{name}"] = long.dropna()  # groups a task lacks
     return tables
-
-
-def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
-    """Held-out exact match against epoch and against training seconds, one line per experiment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6), sharey=True, layout="constrained")
-    tab20 = plt.get_cmap("tab20").colors
-    colours = tab20[::2] + tab20[1::2]  # ten distinct hues first, then their lighter shades
-    for i, (name, frame) in enumerate(curves.items()):
-        style = dict(color=colours[i % len(colours)], linestyle="-" if i < len(colours) else "--", linewidth=1.6,
-                     label=name)
-        axes[0].plot(frame["epoch"], frame["val_exact_match"], **style)
-        if "seconds" in frame:
-            axes[1].plot(frame["seconds"], frame["val_exact_match"], **style)
-    for ax, xlabel in zip(axes, ("epoch", "training seconds")):
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-        ax.set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("exact match on the validation split")
-    axes[0].set_title("Accuracy vs epoch")
-    axes[1].set_title("Accuracy vs training time")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=9, frameon=False)
-    return save(fig, path)
-
-
-def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | None:
-    """A heatmap of exact match (or share, see SHARES): experiments down, the breakdown's groups across,
-    each cell labelled."""
-    frame = breakdown_frame(name, metrics)
-    if frame.empty:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = (2.5 + 0.9 * len(frame.columns) + 2.5, 1.2 + 0.45 * len(frame))
-    fig, ax = plt.subplots(figsize=size, layout="constrained")
-    cmap = "Blues" if name in SHARES else "RdYlGn"  # a share is neither good nor bad
-    image = ax.imshow(frame.to_numpy(dtype=float), cmap=cmap, vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(frame.columns)), frame.columns)
-    ax.set_yticks(range(len(frame)), frame.index)
-    for (row, column), value in np.ndenumerate(frame.to_numpy(dtype=float)):
-        # White text reads better on the dark cells.
-        dark = not np.isnan(value) and (value > 0.5 if name in SHARES else not 0.15 < value < 0.85)
-        ax.text(column, row, "–" if np.isnan(value) else f"{value:.1%}", ha="center", va="center", fontsize=8,
-                color="white" if dark else "black")
-    ax.set_xlabel(TITLES[name])
-    ax.set_title(f"Test {figure_name(name)}")
-    fig.colorbar(image, ax=ax, format=lambda v, _: f"{v:.0%}", shrink=0.8)
-    return save(fig, path)
-
-
-def save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_figures(metrics: dict[str, dict], curves: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-    """reports/figures/: accuracy_vs_epoch.png and breakdown_<name>.png; returns the files written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.png"):
-        stale.unlink()
-    written = [plot_curves(curves, folder / "accuracy_vs_epoch.png")]
-    written += [plot_breakdown(name, metrics, folder / f"breakdown_{name}.png") for name in BREAKDOWNS]
-    return [path for path in written if path is not None]

@@ -382,9 +382,9 @@ def pinned(*names: str) -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
-def log_keras_model(model, codec_spec: dict) -> str:
+def log_keras_model(model, codec_spec: dict, name: str) -> str:
     """Logs the model in MLflow's keras flavor, which loads on any Keras backend, with its codec in the
-    model's metadata; returns the model URI."""
+    model's metadata, named `name` (its experiment's); returns the model URI."""
     import keras
     import mlflow.keras
 
@@ -392,7 +392,7 @@ def log_keras_model(model, codec_spec: dict) -> str:
 
     info = mlflow.keras.log_model(
         model,
-        name="model",
+        name=name,
         metadata={"codec": codec_spec, "keras_backend": keras.backend.backend()},
         # Explicit requirements skip MLflow's slow inference of them.
         pip_requirements=pinned(*REQUIREMENTS[keras.backend.backend()], "keras"),

@@ -284,12 +284,19 @@ def check_training_run(client, run, name: str, repo: Path) -> None:
         assert {t.key: t.value for t in logged.tags}.get("mlflow.data.context") == context
         assert logged.dataset.digest == summary["splits"][split]["sha256"][:36]
         assert json.loads(logged.dataset.source) == {"uri": f"data/{exp['task']}/{split}.csv"}
-    assert "samples.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    # The models are LoggedModels of this run, holding its test metrics against the test split.
+    assert {"samples.json", "breakdown.json", "figures"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/accuracy_vs_epoch.png" in figures and any("breakdown_" in f for f in figures), figures
+    # Breakdowns are tables and figures, not metrics: the chart view opens on the headline ones.
+    assert not any("/" in key for key in run.data.metrics), sorted(run.data.metrics)
+    # The models are LoggedModels of this run, named after the experiment, holding its test metrics
+    # against the test split.
+    assert client.get_logged_model(read_json(repo / "models" / name / "run.json")["model_uri"]
+                                   .removeprefix("models:/")).name == name
     run_info = read_json(repo / "models" / name / "run.json")
     test_set = (f"{exp['task']}-test", summary["splits"]["test"]["sha256"][:36])
     serving = client.search_logged_models([run.info.experiment_id],
-                                          f"source_run_id = '{run.info.run_id}' AND name = 'serving'")
+                                          f"source_run_id = '{run.info.run_id}' AND name = '{name}-serving'")
     assert len(serving) == (exp["model"] not in ("naive_lstm", "naive_mlp"))  # logged by evaluate, for sequence models
     for model_uri in (run_info["model_uri"], *(f"models:/{m.model_id}" for m in serving)):
         assert model_uri.startswith("models:/")
@@ -304,7 +311,7 @@ def candidate(task: str, exact_match: float, test_sha256: str = "same test set")
     with mlflow.start_run() as run:
         mlflow.log_metric("test_exact_match", exact_match)
         mlflow.set_tag("test_sha256", test_sha256)
-        model = mlflow.initialize_logged_model(name="serving", source_run_id=run.info.run_id)
+        model = mlflow.initialize_logged_model(name=f"{task}-serving", source_run_id=run.info.run_id)
         return run.info.run_id, register_and_crown(task, f"models:/{model.model_id}", run.info.run_id,
                                                    exact_match, test_sha256)
 

@@ -176,6 +176,7 @@ BLAST_RADIUS = {
     "pipeline/serving.py": [EVERY_EVALUATE],
     "pipeline/registry.py": [EVERY_EVALUATE],
     "pipeline/report.py": ["compare"],
+    "pipeline/figures.py": [EVERY_EVALUATE, "compare"],
     "pipeline/train.py": [EVERY_TRAINING],
     "pipeline/device.py": [EVERY_TRAINING],
     "pipeline/problems.py": [EVERY_TRAINING, EVERY_EVALUATE, "generate"],

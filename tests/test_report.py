@@ -4,7 +4,8 @@ import pandas as pd
 from helpers import PROJECT
 
 from pipeline.config import load_params
-from pipeline.report import comparison_table, plot_tables, write_figures
+from pipeline.figures import write_figures
+from pipeline.report import comparison_table, plot_tables
 
 PARAMS = load_params(PROJECT / "params.yaml")
 

@@ -348,7 +348,7 @@ def test_queued_sweep_logs_one_run_per_experiment_none_clobbered(sweep, local_se
         assert run_.data.metrics["test_char_accuracy"] == pytest.approx(metrics["char_accuracy"])
         models = client.search_logged_models(experiment_ids=[run_.info.experiment_id],
                                              filter_string=f"source_run_id = '{run_.info.run_id}'")
-        assert sorted(m.name for m in models) == ["model", "serving"], models
+        assert sorted(m.name for m in models) == [EXPERIMENT, f"{EXPERIMENT}-serving"], models
     # Every experiment registered its own version of the task's model.
     versions = client.search_model_versions(f"name = 'adder-{TASK}'")
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)

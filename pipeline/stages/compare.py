@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
 
 from pipeline import tracking
 from pipeline.command import arguments, run_command
 from pipeline.config import load_params, project_root
 from pipeline.errors import AdderError
-from pipeline.report import comparison_table, plot_tables, write_figures
+from pipeline.figures import write_figures
+from pipeline.report import comparison_table, plot_tables
+from pipeline.studies import study_metrics
 
 
 def compare() -> Path:
@@ -32,6 +37,10 @@ def compare() -> Path:
     tasks = {name: experiment.task for name, experiment in params.experiments.items()}
     write_plot_tables(plot_tables(results, curves, tasks), root / "plots")
     tracking.connect(root, tracking.REPORTS)
+    client, now = mlflow.MlflowClient(), int(time.time() * 1000)
+    for name, verdict in study_metrics(params, results).items():  # each study's verdict on the run it judges
+        if re.fullmatch(r"[0-9a-f]{32}", str(run_id := results[name].get("run_id"))):
+            client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in verdict.items()])
     with mlflow.start_run(run_name=tracking.run_name("compare"), tags=tracking.run_tags(root)):
         mlflow.log_artifact(str(out))
         for figure in figures:

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline import backend, model_folder, problems, registry, tracking
-from pipeline.breakdown import breakdown_metrics, breakdown_rows, breakdowns
+from pipeline.breakdown import breakdown_rows, breakdowns
 from pipeline.codec import NumberCodec, accepting, lengths_in, save_codec
 from pipeline.command import arguments, run_command
 from pipeline.config import Params, load_params, project_root
+from pipeline.figures import write_figures
 from pipeline.model_folder import load_trained
 from pipeline.seeds import log_seed_runs, over_seeds, per_seed
 from pipeline.serving import log_serving_model
@@ -82,13 +83,16 @@ def evaluate_one(exp_name: str, params: Params) -> dict:
     history = pd.read_csv(folder / "history.csv")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     # MLflow first: if the run is gone or the server fails, no file says this experiment was scored.
-    decision = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split, codec, held)
+    decision = log_and_register(exp_name, params, run, test, summary, predicted, metrics, split, codec, held,
+                                history)
     seeds = per_seed(folder, run, params.seeds_of(exp_name)[0], test, predicted, metrics)
     if len(seeds) > 1:  # the chosen seed's figures above, registered; from here on the figures over seeds
         metrics.update(over_seeds(seeds))
         log_seed_runs(folder, run, seeds, headline(over_seeds(seeds)))
     write_json(headline(metrics), root / "metrics" / f"{exp_name}.json")
-    write_json({**metrics, "device": run.get("device", "unknown"), "per_seed": seeds, "breakdown": split,
+    # run_id: the run that holds the experiment's figures (the parent of its seeds' runs, where it has several).
+    write_json({**metrics, "device": run.get("device", "unknown"), "run_id": run.get("parent_run_id", run["run_id"]),
+                "per_seed": seeds, "breakdown": split,
                 "held_out": held, "history": history.to_dict("records")}, root / "evaluation" / f"{exp_name}.json")
     return {**metrics, "breakdown": split, "registry": decision}
 
@@ -127,20 +131,21 @@ def serving_model(exp_name: str, codec, lengths: dict[int, float], example: str,
     with tempfile.TemporaryDirectory(prefix="adder-serving-") as tmp:
         shutil.copy2(folder / "model.keras", Path(tmp) / "model.keras")
         save_codec(accepting(codec, lengths), Path(tmp) / "codec.json")
-        return log_serving_model([(exp_name, Path(tmp), None)], example, backend_name)
+        return log_serving_model([(exp_name, Path(tmp), None)], example, backend_name,
+                                 name=registry.serving_name(exp_name))
 
 
 def log_and_register(exp_name: str, params: Params, run: dict, test, summary: dict, predicted, metrics: dict,
-                     split: dict, codec, held: dict) -> dict:
-    """Adds the test figures and samples to the training run; a sequence model also gets its serving model
-    (logged once per run), registered as a version of adder-<task> and judged for champion. Returns the
-    decision ({} for a model that is not registered)."""
+                     split: dict, codec, held: dict, history: pd.DataFrame) -> dict:
+    """Adds the test figures, samples, breakdown tables and figures to the training run; a sequence model
+    also gets its serving model (logged once per run), registered as a version of adder-<task> and judged
+    for champion. Returns the decision ({} for a model that is not registered)."""
     root = project_root()
     exp = params.experiment(exp_name)
     decision = {}
     with tracking.resume_run(run["run_id"]):
         serving_uri = None if isinstance(codec, NumberCodec) else (
-            registry.serving_model_of(run["run_id"])
+            registry.serving_model_of(run["run_id"], exp_name)
             or serving_model(exp_name, codec, lengths_in(metrics), test.text[0], params.backend))
         # Logged against the test split and the run's models, which the UI then shows them with.
         tested = tracking.log_dataset(pd.DataFrame({"problem": test.text, "answer": test.answer}), root,
@@ -151,10 +156,12 @@ def log_and_register(exp_name: str, params: Params, run: dict, test, summary: di
         mlflow.log_table({"problem": test.text[:SAMPLE_ROWS].tolist(),
                           "expected": test.answer[:SAMPLE_ROWS].astype(str).tolist(),
                           "predicted": predicted[:SAMPLE_ROWS].tolist()}, "samples.json")
-        tracking.log_test_metrics(breakdown_metrics(split), tested, models)
         mlflow.log_table(pd.DataFrame(breakdown_rows(split)), "breakdown.json")
         for name, figures in held.items():  # tasks it never trained on: a table each
             mlflow.log_table(pd.DataFrame(breakdown_rows(figures["breakdown"])), f"breakdown_{name}.json")
+        with tempfile.TemporaryDirectory(prefix="adder-figures-") as tmp:  # its own curve and breakdowns
+            for figure in write_figures({exp_name: {"breakdown": split}}, {exp_name: history}, Path(tmp)):
+                mlflow.log_artifact(str(figure), "figures")
         if serving_uri:  # registered as a version of adder-<task>; champion only if it scores higher
             mlflow.set_tag("test_sha256", summary["splits"]["test"]["sha256"])
             decision = registry.register_and_crown(exp.task, serving_uri, run["run_id"], metrics["exact_match"],

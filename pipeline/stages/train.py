@@ -96,7 +96,7 @@ def train_into(folder: Path, exp_name: str, params, train_split, val_split, fit,
         write_rows(trained.history, folder / "history.csv")
         mlflow.log_metrics({"train_seconds": trained.train_seconds, "parameters": trained.model.count_params(),
                             **trained.seconds_to})
-        model_uri = tracking.log_keras_model(trained.model, codec_spec(trained.codec))
+        model_uri = tracking.log_keras_model(trained.model, codec_spec(trained.codec), exp_name)
     return {"run_id": run.info.run_id, "model_uri": model_uri, "train_seconds": trained.train_seconds,
             "parameters": trained.model.count_params(), "seconds_to": trained.seconds_to, "device": where.summary}
 
