@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.breakdown import BREAKDOWNS, SHARES, TITLES, breakdown_frame, figure_name
+from pipeline.stats import aggregate
 
 
 def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
@@ -66,6 +67,38 @@ def plot_breakdown(name: str, metrics: dict[str, dict], path: Path) -> Path | No
     return save(fig, path)
 
 
+def plot_studies(points: pd.DataFrame, path: Path) -> Path | None:
+    """A panel per study: each arm's exact match over seeds, a dot per seed, its mean with the 95% t interval
+    of the mean (the report's sentence gives the bootstrap interval of the difference)."""
+    if points.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    studies = list(dict.fromkeys(points["study"]))
+    fig, axes = plt.subplots(1, len(studies), figsize=(3.2 * len(studies) + 1, 4.2), sharey=True,
+                             layout="constrained", squeeze=False)
+    jitter = np.random.default_rng(0)  # spreads dots of equal value; fixed, so the figure is reproducible
+    for ax, study in zip(axes[0], studies):
+        arms = list(dict.fromkeys(points.loc[points["study"] == study, "experiment"]))
+        for x, arm in enumerate(arms):
+            values = points.loc[(points["study"] == study) & (points["experiment"] == arm), "exact_match"]
+            ax.scatter(x + jitter.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.6, color="tab:blue")
+            spread = aggregate(values.tolist())
+            ax.errorbar(x + 0.3, spread["mean"], yerr=[[spread["mean"] - spread["low"]],
+                                                      [spread["high"] - spread["mean"]]],
+                        fmt="o", color="black", capsize=4)
+        ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right", fontsize=8)
+        ax.set_title(study, fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("test exact match")
+    fig.suptitle("Each study's arms: a dot per seed, the mean with its 95% t interval (black)", fontsize=10)
+    return save(fig, path)
+
+
 def save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -75,11 +108,15 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def write_figures(metrics: dict[str, dict], curves: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
-    """reports/figures/: accuracy_vs_epoch.png and breakdown_<name>.png; returns the files written."""
+def write_figures(metrics: dict[str, dict], curves: dict[str, pd.DataFrame], folder: Path,
+                  studies: pd.DataFrame | None = None) -> list[Path]:
+    """folder/: accuracy_vs_epoch.png, breakdown_<name>.png and, given the studies' points, studies.png;
+    returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.png"):
         stale.unlink()
     written = [plot_curves(curves, folder / "accuracy_vs_epoch.png")]
     written += [plot_breakdown(name, metrics, folder / f"breakdown_{name}.png") for name in BREAKDOWNS]
+    if studies is not None:
+        written.append(plot_studies(studies, folder / "studies.png"))
     return [path for path in written if path is not None]

@@ -70,6 +70,14 @@ def breakdown_table(name: str, metrics: dict[str, dict]) -> str:
     return f"\n## {figure_name(name).capitalize()}\n\n{header}{body}"
 
 
+def study_points(params: Params, metrics: dict[str, dict]) -> pd.DataFrame:
+    """Every scored study's arms, a row per seed: study, experiment (baseline first), seed, exact match."""
+    rows = [{"study": study, "experiment": name, "seed": seed["seed"], "exact_match": seed["exact_match"]}
+            for study, names in params.studies.items() if all(name in metrics for name in names)
+            for name in names for seed in metrics[name].get("per_seed", ())]
+    return pd.DataFrame(rows, columns=["study", "experiment", "seed", "exact_match"])
+
+
 def plot_tables(metrics: dict[str, dict], curves: dict[str, pd.DataFrame],
                 tasks: dict[str, str]) -> dict[str, pd.DataFrame]:
     """The DVC plots' data in long form, one row per experiment and point, so one chart shows every

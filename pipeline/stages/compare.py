@@ -16,7 +16,7 @@ from pipeline.command import arguments, run_command
 from pipeline.config import load_params, project_root
 from pipeline.errors import AdderError
 from pipeline.figures import write_figures
-from pipeline.report import comparison_table, plot_tables
+from pipeline.report import comparison_table, plot_tables, study_points
 from pipeline.studies import study_metrics
 
 
@@ -33,9 +33,10 @@ def compare() -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(comparison_table(params, results))
     curves = {name: pd.DataFrame(result["history"]) for name, result in results.items()}
-    figures = write_figures(results, curves, root / "reports" / "figures")
+    studies = study_points(params, results)
+    figures = write_figures(results, curves, root / "reports" / "figures", studies)
     tasks = {name: experiment.task for name, experiment in params.experiments.items()}
-    write_plot_tables(plot_tables(results, curves, tasks), root / "plots")
+    write_plot_tables({**plot_tables(results, curves, tasks), "studies": studies}, root / "plots")
     tracking.connect(root, tracking.REPORTS)
     client, now = mlflow.MlflowClient(), int(time.time() * 1000)
     for name, verdict in study_metrics(params, results).items():  # each study's verdict on the run it judges
