@@ -108,7 +108,7 @@ def test_only_the_served_seed_logs_a_serving_model(project):
     root, info = project
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     logged = client.search_logged_models([client.get_experiment_by_name("adder").experiment_id])
-    serving = [m for m in logged if m.name == "serving"]
+    serving = [m for m in logged if m.name == f"{EXP}-serving"]
     assert [m.source_run_id for m in serving] == [info["run_id"]]
     assert len(serving) == 1  # logged by evaluate, to the chosen seed's run
-    assert sum(m.name != "serving" for m in logged) == 3  # every seed's Keras model
+    assert sum(m.name == EXP for m in logged) == 3  # every seed's Keras model, named after the experiment

@@ -36,7 +36,8 @@ def compare() -> Path:
     studies = study_points(params, results)
     figures = write_figures(results, curves, root / "reports" / "figures", studies)
     tasks = {name: experiment.task for name, experiment in params.experiments.items()}
-    write_plot_tables({**plot_tables(results, curves, tasks), "studies": studies}, root / "plots")
+    tables = plot_tables(results, curves, tasks) | ({"studies": studies} if len(studies) else {})
+    write_plot_tables(tables, root / "plots")
     tracking.connect(root, tracking.REPORTS)
     client, now = mlflow.MlflowClient(), int(time.time() * 1000)
     for name, verdict in study_metrics(params, results).items():  # each study's verdict on the run it judges
