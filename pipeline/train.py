@@ -202,7 +202,7 @@ def train(exp: Experiment, task: Task, train_split: Problems, val_split: Problem
     seed_everything(seed)
     codec = make_codec(exp, Limits.of(task), train_split)
     rows = codec.training_rows(train_split)
-    chances = draw_chances(codec.row_problems(train_split), task.ops, exp.oversample)
+    chances = draw_chances(rows.text, task.ops, exp.oversample)
     rng = np.random.default_rng(seed)
     indices = epoch_indices(len(rows), exp, rng, chances)
     x, y = codec.training_pair(rows.text, rows.answer, rows.steps)

@@ -44,10 +44,6 @@ class Checked:
         """The rows a model is trained on: the problems themselves, for every codec but a step model's."""
         return problems
 
-    def row_problems(self, problems) -> np.ndarray:
-        """The problem each training row comes from, as text: what `oversample` weighs a row by."""
-        return np.asarray(problems.text)
-
     def training_pair(self, texts, answers, steps=None) -> tuple:
         """(inputs, targets) for training; steps (worked steps) matter only to codecs that write them."""
         return self.encode_inputs(texts), self.encode_targets(answers)

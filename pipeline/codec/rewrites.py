@@ -78,11 +78,6 @@ class RewriteCodec(TokenCodec):
         before, after, origin = reductions(problems.text, problems.answer, problems.steps)
         return replace(problems, text=before, answer=problems.answer[origin], steps=after)
 
-    def row_problems(self, problems) -> np.ndarray:
-        """Each reduction's problem: every reduction of a product, the sums of its partial products
-        included, is drawn as often as the product."""
-        return np.asarray(problems.text)[reductions(problems.text, problems.answer, problems.steps)[2]]
-
     def target_text(self, answers, steps=None) -> np.ndarray:
         return np.asarray(steps, dtype=str)
 
