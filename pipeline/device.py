@@ -4,6 +4,7 @@ which device they come from."""
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import platform
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ def current() -> Device:
     if keras.backend.backend() == "jax":
         import jax
 
+        quiet_plugin_errors()  # before JAX's first question to its backends, which starts its plugins
         version = f"jax {jax.__version__}"
         gpus = [d for d in jax.devices() if d.platform == "gpu"]
         if gpus:
@@ -96,11 +98,33 @@ def cuda_build(backend: str) -> str | None:
     return None
 
 
+# What JAX logged, with a traceback, when its CUDA plugin failed to start: kept for the one-line error instead
+PLUGIN_ERRORS: list[str] = []
+
+
+def keep_plugin_error(record: logging.LogRecord) -> bool:
+    """A filter on JAX's backend logger: a plugin's failure is recorded, not printed."""
+    if record.exc_info and "plugin configuration error" in record.getMessage():
+        kind, error = record.exc_info[0], record.exc_info[1]
+        PLUGIN_ERRORS.append(f"{kind.__name__}: {(str(error).strip().splitlines() or [''])[0]}")
+        return False
+    return True
+
+
+def quiet_plugin_errors() -> None:
+    """Its CUDA plugin's failure becomes part of require_requested_gpu's one line."""
+    logger = logging.getLogger("jax._src.xla_bridge")
+    if keep_plugin_error not in logger.filters:
+        logger.addFilter(keep_plugin_error)
+
+
 def why_no_gpu(backend: str) -> str:
     """What the backend says when asked for its GPU, in one line."""
     if backend == "jax":
         import jax
 
+        if PLUGIN_ERRORS:
+            return PLUGIN_ERRORS[-1]
         try:
             jax.devices("gpu")
         except RuntimeError as error:

@@ -4,13 +4,14 @@ and in the report."""
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import subprocess
 import sys
 
 from helpers import PROJECT
 
-from pipeline.device import Device, cpu, cuda_build, require_requested_gpu
+from pipeline.device import PLUGIN_ERRORS, Device, cpu, cuda_build, keep_plugin_error, require_requested_gpu
 from pipeline.model_folder import malformed
 from pipeline.report import devices_line
 
@@ -79,3 +80,18 @@ def test_the_cpu_build_trains_on_the_cpu(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0")  # every distribution present
     assert cuda_build("tensorflow") == "tensorflow + nvidia-cudnn-cu12"
     require_requested_gpu("jax", Device("gpu", "NVIDIA H200", 1, 139.8, "jax 0.10.2"))  # on its GPU: fine
+
+
+def test_a_cuda_plugin_that_fails_to_start_is_recorded_not_printed():
+    """JAX logs its CUDA plugin's failure with a traceback; adder keeps its last line for its own one-line error.
+    The record is built here as JAX's logger builds it (checked against jax-cuda12-plugin 0.10.2 with no GPU)."""
+    try:
+        raise RuntimeError("jaxlib/cuda/versions_helpers.cc:135: operation cuInit(0) failed: Unknown CUDA error 303")
+    except RuntimeError:
+        record = logging.LogRecord("jax._src.xla_bridge", logging.ERROR, __file__, 1, "Jax plugin configuration "
+                                   "error: Exception when calling jax_plugins.xla_cuda12.initialize()", (),
+                                   sys.exc_info())
+    other = logging.LogRecord("jax._src.xla_bridge", logging.WARNING, __file__, 1, "something else", (), None)
+    assert keep_plugin_error(record) is False and keep_plugin_error(other) is True
+    assert PLUGIN_ERRORS[-1] == ("RuntimeError: jaxlib/cuda/versions_helpers.cc:135: operation cuInit(0) failed: "
+                                 "Unknown CUDA error 303")
