@@ -6,7 +6,7 @@ import pandas as pd
 
 from pipeline.breakdown import BREAKDOWNS, SHARES, breakdown_frame, figure_name
 from pipeline.config import Params
-from pipeline.studies import seeds_section, studies_section
+from pipeline.studies import Gaps, seeds_section, studies_section
 
 COLUMNS = ("experiment", "task", "model", "encoding", "exact match", "char accuracy", "RMSE", "train s", "parameters",
            "test problems", "test seen in training")
@@ -14,7 +14,7 @@ def cell(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
+def comparison_table(params: Params, metrics: dict[str, dict], gaps: Gaps | None = None) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name, m in metrics.items():
         exp = params.experiments[name]
@@ -28,7 +28,7 @@ def comparison_table(params: Params, metrics: dict[str, dict]) -> str:
     return ("# Experiments\n\nExact match: the whole answer right, on the test split (the mean over seeds where an "
             "experiment has several).\n\n" + "\n".join(lines) + "\n" + devices_line(metrics)
             + held_out_section(params, metrics)
-            + studies_section(params, metrics) + seeds_section(params, metrics)
+            + studies_section(params, metrics, gaps) + seeds_section(params, metrics)
             + "".join(section for section in sections if section))
 
 

@@ -39,37 +39,44 @@ def seeds_section(params: Params, results: dict[str, dict]) -> str:
             "the interval is Student's t over seeds.\n\n" + "\n".join(lines) + "\n")
 
 
-def study_gaps(params: Params, study: str, results: dict[str, dict]) -> dict[str, dict]:
-    """Each other experiment of a study against its baseline: stats.difference (difference, low, high, real)."""
-    baseline, *others = params.studies[study]
-    before = correct_matrix(baseline, results[baseline])
-    return {name: difference(before, correct_matrix(name, results[name])) for name in others}
-
-
 def scored_studies(params: Params, results: dict[str, dict]) -> list[str]:
     """Studies whose experiments were all scored (compare scores every one; a partial set is a test's)."""
     return [study for study, names in params.studies.items() if all(name in results for name in names)]
 
 
-def study_metrics(params: Params, results: dict[str, dict]) -> dict[str, dict[str, float]]:
+Gaps = dict[str, dict[str, dict]]  # study -> other experiment -> stats.difference against the baseline
+
+
+def study_gaps(params: Params, results: dict[str, dict]) -> Gaps:
+    """Every scored study's other experiments against its baseline: stats.difference (difference, low, high,
+    real). A bootstrap each, seconds in all: computed once, for the report and for MLflow."""
+    gaps = {}
+    for study in scored_studies(params, results):
+        baseline, *others = params.studies[study]
+        before = correct_matrix(baseline, results[baseline])
+        gaps[study] = {name: difference(before, correct_matrix(name, results[name])) for name in others}
+    return gaps
+
+
+def study_metrics(gaps: Gaps) -> dict[str, dict[str, float]]:
     """Per experiment that a study changes, its difference from the study's baseline and the interval, as
     MLflow metrics of its run: study_<study>_difference, _low and _high (exact match, as fractions)."""
     found: dict[str, dict[str, float]] = {}
-    for study in scored_studies(params, results):
-        for name, gap in study_gaps(params, study, results).items():
+    for study, others in gaps.items():
+        for name, gap in others.items():
             figures = {f"study_{study}_{k}": float(gap[k]) for k in ("difference", "low", "high")}
             found.setdefault(name, {}).update(figures)
     return found
 
 
-def study_sentence(params: Params, study: str, results: dict[str, dict]) -> str:
+def study_sentence(params: Params, study: str, results: dict[str, dict], gaps: dict[str, dict]) -> str:
     """'**masking** (add2; mask: False → True): exact match 71.2% → 73.0% (3 seeds each), +1.8 points
     (95% interval -1.0 to +4.5): not distinguishable from noise.'"""
     baseline = params.studies[study][0]
     setting = params.study_setting(study)
     before = results[baseline]
     parts = []
-    for name, gap in study_gaps(params, study, results).items():
+    for name, gap in gaps.items():
         verdict = "a real difference" if gap["real"] else "not distinguishable from noise"
         old, new = getattr(params.experiments[baseline], setting), getattr(params.experiments[name], setting)
         parts.append(f"{setting}: {old} → {new} ({name}) moves exact match from {spread(before)['mean']:.1%} to "
@@ -79,10 +86,10 @@ def study_sentence(params: Params, study: str, results: dict[str, dict]) -> str:
     return f"- **{study}** ({params.experiments[baseline].task}): " + "; ".join(parts) + "."
 
 
-def studies_section(params: Params, results: dict[str, dict]) -> str:
-    scored = scored_studies(params, results)
-    if not scored:
+def studies_section(params: Params, results: dict[str, dict], gaps: Gaps | None = None) -> str:
+    gaps = study_gaps(params, results) if gaps is None else gaps
+    if not gaps:
         return ""
-    sentences = [study_sentence(params, study, results) for study in scored]
+    sentences = [study_sentence(params, study, results, others) for study, others in gaps.items()]
     return (f"\n## Studies\n\nEach study changes one setting of its first experiment. Interval: {METHOD}; "
             "a difference is real when its interval excludes zero.\n\n" + "\n".join(sentences) + "\n")

@@ -11,7 +11,7 @@ from helpers import PROJECT, error_of
 from pipeline.config import load_params, parse_params
 from pipeline.errors import AdderError
 from pipeline.stats import aggregate, difference
-from pipeline.studies import correct_matrix, seeds_section, studies_section, study_metrics
+from pipeline.studies import correct_matrix, seeds_section, studies_section, study_gaps, study_metrics
 
 RAW = yaml.safe_load((PROJECT / "params.yaml").read_text())
 BASE = {"task": "add3", "model": "seq2seq", "units": [100, 50], "epochs": 1, "batch_size": 8}
@@ -145,7 +145,7 @@ def test_the_report_writes_one_sentence_per_study_and_a_row_per_seeded_experimen
     assert sentences[0].endswith(": a real difference.")
     assert sentences[1].endswith(": not distinguishable from noise.")
     # The same verdicts as MLflow metrics of the runs they judge: the difference and its interval.
-    metrics = study_metrics(params, evaluations)
+    metrics = study_metrics(study_gaps(params, evaluations))
     assert set(metrics) == {"add3-seq2seq-b", "add3-seq2seq-c"}
     masking = metrics["add3-seq2seq-b"]
     assert set(masking) == {"study_masking_difference", "study_masking_low", "study_masking_high"}

@@ -17,7 +17,7 @@ from pipeline.config import load_params, project_root
 from pipeline.errors import AdderError
 from pipeline.figures import write_figures
 from pipeline.report import comparison_table, plot_tables, study_points
-from pipeline.studies import study_metrics
+from pipeline.studies import study_gaps, study_metrics
 
 
 def compare() -> Path:
@@ -31,7 +31,8 @@ def compare() -> Path:
         results[name] = json.loads(path.read_text())
     out = root / "reports" / "comparison.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(comparison_table(params, results))
+    gaps = study_gaps(params, results)
+    out.write_text(comparison_table(params, results, gaps))
     curves = {name: pd.DataFrame(result["history"]) for name, result in results.items()}
     studies = study_points(params, results)
     figures = write_figures(results, curves, root / "reports" / "figures", studies)
@@ -40,7 +41,7 @@ def compare() -> Path:
     write_plot_tables(tables, root / "plots")
     tracking.connect(root, tracking.REPORTS)
     client, now = mlflow.MlflowClient(), int(time.time() * 1000)
-    for name, verdict in study_metrics(params, results).items():  # each study's verdict on the run it judges
+    for name, verdict in study_metrics(gaps).items():  # each study's verdict on the run it judges
         if re.fullmatch(r"[0-9a-f]{32}", str(run_id := results[name].get("run_id"))):
             client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in verdict.items()])
     with mlflow.start_run(run_name=tracking.run_name("compare"), tags=tracking.run_tags(root)):
