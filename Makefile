@@ -3,8 +3,6 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
-# `adder` commands run in forks of a warm process that has imported Keras and MLflow once (pipeline/warm.py).
-export ADDER_WARM ?= 1
 
 # .venv's Python: PYTHON if given, else the first of these that runs Python 3.11 to 3.13; 3.11 first, the
 # version dvc.lock's committed figures were produced with.
@@ -74,10 +72,8 @@ ui: $(STAMP)  ## the MLflow UI over the project's store, on 127.0.0.1:5000
 	@echo "runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
-# What differs between experiments: changed params and exact match, without code/data hashes or timings.
-EXPS := dvc exp show --only-changed --drop 'Created|State|Executor|.*char_accuracy|.*train_seconds|pipeline/.*|data.*|models.*|evaluation.*|params\.yaml'
-exps: $(STAMP)  ## dvc exp show narrowed to the params and exact matches that differ (fits 120 columns)
-	$(EXPS)
+exps: $(STAMP)  ## dvc exp show narrowed to the changed params and their experiments' exact match
+	adder exps
 
 # dvc plots renders with vega from a CDN; these local copies let the page render offline.
 VEGA := .vega/node_modules/.package-lock.json

@@ -49,6 +49,14 @@ def compare() -> None:
 
 
 @app.command()
+def exps() -> None:
+    """DVC's experiments: the params that differ between them and the exact match of the experiments they feed."""
+    from pipeline.exps import command
+
+    command()
+
+
+@app.command()
 def sweep(
     experiment: str,
     setting: Annotated[list[str] | None, typer.Option(

@@ -1,12 +1,14 @@
 """A warm process for `adder`'s commands: Keras, its backend and MLflow imported once, one fork per command.
 
 Each stage of a `dvc repro` is a new `adder` process that spends most of its start-up importing the same
-libraries. With ADDER_WARM=1 a command instead asks a background server, which has imported them already, to
-fork a child; the child runs the command with the caller's arguments, folder, environment, stdin, stdout and
-stderr, and its exit status becomes the caller's. The server only imports modules (it builds, seeds and
-opens nothing), so a child computes what a fresh process would. One server serves one Python, one Keras
-backend and one version of adder's code (a changed module starts another), and exits after IDLE_SECONDS
-without a command. Killing the caller kills its child; a signal to the caller reaches the child.
+libraries. So a command instead asks a background server, which has imported them already, to fork a child
+(ADDER_WARM=0 turns this off); the child runs the command with the caller's arguments, folder, environment,
+stdin, stdout and stderr, and its exit status becomes the caller's. The server only imports modules (it
+builds, seeds and opens nothing), so a child computes what a fresh process would. One server serves one
+Python, one Keras backend and one version of adder's code (a changed module starts another), and exits after
+IDLE_SECONDS without a command. Killing the caller kills its child; a signal to the caller reaches the child. The first
+command waits for the server it starts, except `adder predict`, which answers in-process meanwhile: one answer
+is no reason to wait for a server, the next ones are.
 """
 
 from __future__ import annotations
@@ -35,16 +37,17 @@ STARTUP_SECONDS = 120
 # Environment read when the libraries are imported: a server serves only callers that agree on it.
 IMPORT_TIME_ENV = ("JAX_", "XLA_", "TF_", "KERAS_", "CUDA_", "OMP_", "PYTHON")
 PACKAGE = Path(__file__).resolve().parent
+LAZY_IMPORTS = ("matplotlib.pyplot", "scipy.stats", "sklearn.metrics")
 in_child = False  # set in a forked child: its own `adder` runs in-process
 
 
-# What a fork may run: the CLI, or a DVC stage's own entry (`python -m pipeline.stages.train NAME`).
+# What a fork may run: the CLI, or a DVC stage's own entry (`python3 -m pipeline.stages.train NAME`).
 ENTRIES = ("pipeline.cli", "pipeline.stages.generate", "pipeline.stages.train", "pipeline.stages.evaluate",
            "pipeline.stages.compare")
 
 
 def wanted(argv: list[str], entry: str) -> bool:
-    if os.environ.get("ADDER_WARM") != "1" or in_child or entry not in ENTRIES:
+    if os.environ.get("ADDER_WARM", "1") != "1" or in_child or entry not in ENTRIES:
         return False
     return entry != "pipeline.cli" or (len(argv) > 1 and argv[1] in COMMANDS)
 
@@ -132,7 +135,8 @@ def run(argv: list[str], entry: str) -> int | None:
         return None
     try:
         path = address(backend)
-        conn = connect(path) or start(path, backend)
+        one_answer = entry == "pipeline.cli" and argv[1] == "predict"
+        conn = connect(path) or start(path, backend, wait=not one_answer)
     except Refused as e:
         print(f"warning: not using adder's warm process: {e}", file=sys.stderr)
         return None
@@ -170,8 +174,9 @@ def connect(path: Path) -> socket.socket | None:
     return conn
 
 
-def start(path: Path, backend: str) -> socket.socket | None:
-    """Starts a server at path (one caller at a time, so concurrent first commands start one) and connects."""
+def start(path: Path, backend: str, wait: bool = True) -> socket.socket | None:
+    """Starts a server at path (one caller at a time, so concurrent first commands start one) and connects;
+    None without waiting for it unless wait."""
     with open(private_file(path.with_suffix(".lock"), 0), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if conn := connect(path):
@@ -184,7 +189,7 @@ def start(path: Path, backend: str) -> socket.socket | None:
                                       start_new_session=True)
         finally:
             os.close(log)
-        deadline = time.monotonic() + STARTUP_SECONDS
+        deadline = time.monotonic() + (STARTUP_SECONDS if wait else 0)
         while time.monotonic() < deadline and server.poll() is None:
             if conn := connect(path):
                 return conn
@@ -208,6 +213,12 @@ def serve(path: Path, backend_name: str) -> None:
 
     for entry in (*ENTRIES, "pipeline.predict"):  # by name: the commands import this module, not back
         importlib.import_module(entry)
+    # What the commands import inside functions, a second or so each: figures, intervals, the naive models' RMSE.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for library in LAZY_IMPORTS:
+        importlib.import_module(library)
 
     # Defaults the imports set (os.environ.setdefault), which a fresh process would add to its caller's.
     defaults = {k: v for k, v in os.environ.items() if started_with.get(k) != v}

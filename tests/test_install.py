@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -230,3 +231,40 @@ def test_jax_cuda_build_is_pinned_to_the_pinned_jax():
     assert pins["jax-cuda12-plugin"] == pins["jax-cuda12-pjrt"] == pins["jax"] == pins["jaxlib"]
     extra = [Requirement(line) for line in PYPROJECT["project"]["optional-dependencies"]["jax-gpu"]]
     assert [(r.name, r.extras) for r in extra] == [("jax", {"cuda12"})]
+
+
+# --------------------------------------------------------------------------------------------------
+# stages started by a Python outside the venv (`dvc exp run` from a shell without .venv/bin on PATH)
+
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # the Python the venv was made from
+
+
+def base_python_lacks_adder() -> bool:
+    found = subprocess.run([BASE_PYTHON, "-c", "import importlib.util as u; print(all(u.find_spec(n) for n in "
+                            "('keras', 'mlflow', 'pydantic')))"], capture_output=True, text=True)
+    return found.stdout.strip() == "False"
+
+
+def project_copy(folder, with_venv: bool):
+    """pipeline/, dvc.yaml and params.yaml in folder, with .venv this test's venv if with_venv."""
+    shutil.copytree(PROJECT / "pipeline", folder / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(PROJECT / name, folder / name)
+    if with_venv:
+        (folder / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    return folder
+
+
+@pytest.mark.skipif(not base_python_lacks_adder(), reason="the base Python has adder's dependencies itself")
+@pytest.mark.parametrize("with_venv", [True, False])
+def test_a_stage_outside_the_venv_runs_in_it_or_says_how_to_install(tmp_path, with_venv):
+    folder = project_copy(tmp_path, with_venv)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv on PATH, nothing of this process's
+    result = subprocess.run([BASE_PYTHON, "-m", "pipeline.stages.fingerprint", "generate"], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=120)
+    if with_venv:
+        assert result.returncode == 0, result.stderr
+        assert (folder / "fingerprints" / "generate.json").is_file()
+    else:
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "lacks adder's dependencies" in result.stderr and "make setup" in result.stderr, result.stderr

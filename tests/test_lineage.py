@@ -1,7 +1,7 @@
 """dvc.yaml's code deps are exactly the modules each stage runs, derived from the code itself; and an
 edit stales only what it touches.
 
-A stage's command is `python -m pipeline.stages.<stage> ...`: it runs that module and, transitively, every
+A stage's command is `python3 -m pipeline.stages.<stage> ...`: it runs that module and, transitively, every
 pipeline module it imports (module-level or inside functions, since any of them may run). A module missing
 from a stage's deps would let `dvc status` call stale outputs current; one too many would retrain for nothing.
 
@@ -84,16 +84,27 @@ def stage_modules(module: str, kinds: tuple[str, ...] = ALL_KINDS) -> set[Path]:
     return closure({*with_parents(module)}, skip={HAND_OFF}, kinds=kinds)
 
 
+FINGERPRINT = "fingerprint-"  # fingerprint-<stage>: the modules a kind of stage runs, as one dep of each of its stages
+OWN_CODE = f"{PACKAGE}/stages/fingerprint.py"  # what a fingerprint stage runs, not what it covers
+
+
 def stage_code_deps() -> dict[str, tuple[str, list[str]]]:
-    """{stage: (the module its command runs, the pipeline/*.py deps dvc.yaml declares, as written)}."""
-    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    """{stage: (the module its command runs, the pipeline/*.py deps dvc.yaml declares, as written)}. A dep on
+    fingerprints/<stage>.json counts as the modules its fingerprint-<stage> stage covers."""
+    stages = {name: stage.get("do", stage) for name, stage in
+              yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"].items()}
     found = {}
-    for name, stage in stages.items():
-        body = stage.get("do", stage)
+    for name, body in stages.items():
         words = body["cmd"].split()
-        assert words[:2] == ["python", "-m"] and words[2].startswith(f"{PACKAGE}.stages."), (
-            f"stage {name} does not run a stage module (python -m {PACKAGE}.stages.<stage>): {body['cmd']}")
-        found[name] = (words[2], [str(d) for d in body.get("deps", []) if str(d).startswith(f"{PACKAGE}/")])
+        assert words[:2] == ["python3", "-m"] and words[2].startswith(f"{PACKAGE}.stages."), (
+            f"stage {name} does not run a stage module (python3 -m {PACKAGE}.stages.<stage>): {body['cmd']}")
+        deps = []
+        for dep in map(str, body.get("deps", [])):
+            if dep.startswith("fingerprints/"):
+                deps += [d for d in stages[FINGERPRINT + Path(dep).stem]["deps"] if d != OWN_CODE]
+            elif dep.startswith(f"{PACKAGE}/"):
+                deps.append(dep)
+        found[name] = (words[2], deps)
     return found
 
 
@@ -115,6 +126,8 @@ def test_stage_deps_are_the_code_it_runs(stage):
     if stage == "train":  # each experiment's training reaches its own kind alone
         runs = {name: (stage_modules(module, (model,)), declared(stage, model))
                 for name, model in experiments().items()}
+    if stage.startswith(FINGERPRINT):  # its own code; the modules it covers are checked with their stages
+        runs = {None: (stage_modules(module), declared(stage) & stage_modules(module))}
     for experiment, (needed, listed) in runs.items():
         missing, extra = sorted(map(str, needed - listed)), sorted(map(str, listed - needed))
         assert not missing and not extra, (
@@ -158,7 +171,7 @@ def stale_after_editing(file: str) -> list[str]:
     if Path(file) in declared("evaluate"):
         stale += [f"evaluate@{name}" for name in experiments()]
     return sorted([stage for stage in stage_code_deps() if stage not in ("train", "evaluate")
-                   and Path(file) in declared(stage)] + stale)
+                   and not stage.startswith(FINGERPRINT) and Path(file) in declared(stage)] + stale)
 
 
 # What an edit of each module may make stale. Code for people (the CLI, serving, the registry, retraining

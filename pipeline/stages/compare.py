@@ -67,8 +67,8 @@ def command() -> None:
 
 
 def main() -> None:
-    """`python -m pipeline.stages.compare`, what dvc.yaml runs."""
-    run_command(lambda: command(*arguments("python -m pipeline.stages.compare", 0, 0)), __spec__.name)
+    """`python3 -m pipeline.stages.compare`, what dvc.yaml runs."""
+    run_command(lambda: command(*arguments("python3 -m pipeline.stages.compare", 0, 0)), __spec__.name)
 
 
 if __name__ == "__main__":

@@ -181,8 +181,8 @@ def command(exp_names: list[str] | None = None) -> None:
 
 
 def main() -> None:
-    """`python -m pipeline.stages.evaluate [EXPERIMENT...]`, what dvc.yaml runs."""
-    run_command(lambda: command(arguments("python -m pipeline.stages.evaluate [EXPERIMENT...]", 0, None) or None),
+    """`python3 -m pipeline.stages.evaluate [EXPERIMENT...]`, what dvc.yaml runs."""
+    run_command(lambda: command(arguments("python3 -m pipeline.stages.evaluate [EXPERIMENT...]", 0, None) or None),
                 __spec__.name)
 
 

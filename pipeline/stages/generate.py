@@ -49,8 +49,8 @@ def command(task_name: str) -> None:
 
 
 def main() -> None:
-    """`python -m pipeline.stages.generate TASK`, what dvc.yaml runs."""
-    run_command(lambda: command(*arguments("python -m pipeline.stages.generate TASK", 1, 1)), __spec__.name)
+    """`python3 -m pipeline.stages.generate TASK`, what dvc.yaml runs."""
+    run_command(lambda: command(*arguments("python3 -m pipeline.stages.generate TASK", 1, 1)), __spec__.name)
 
 
 if __name__ == "__main__":

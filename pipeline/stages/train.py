@@ -136,8 +136,8 @@ def command(exp_name: str) -> None:
 
 
 def main() -> None:
-    """`python -m pipeline.stages.train EXPERIMENT`, what dvc.yaml runs."""
-    run_command(lambda: command(*arguments("python -m pipeline.stages.train EXPERIMENT", 1, 1)), __spec__.name)
+    """`python3 -m pipeline.stages.train EXPERIMENT`, what dvc.yaml runs."""
+    run_command(lambda: command(*arguments("python3 -m pipeline.stages.train EXPERIMENT", 1, 1)), __spec__.name)
 
 
 if __name__ == "__main__":

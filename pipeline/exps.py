@@ -1,0 +1,117 @@
+"""`adder exps` (`make exps`): DVC's experiments as one table of what they changed: the params whose values
+differ between its rows, and the exact match of each experiment those params feed.
+
+`dvc exp show --only-changed` keeps every column whose values differ, and a run on another CPU than the
+committed one's rounds differently, so most exact matches differ a little: they crowd the one real change off
+a 120-column terminal. Here a figure is shown because its experiment's params changed, not because it moved,
+under short headers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from pipeline.errors import AdderError
+from pipeline.retrain import dvc_command, venv_env
+
+
+def flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"experiments": {"a": {"epochs": 3}}} -> {"experiments.a.epochs": 3}; lists are values."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flat(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def rows(shown: list[dict]) -> list[dict[str, object]]:
+    """Each row's params.yaml, flattened: the workspace, each baseline commit and each experiment."""
+    found = []
+    for branch in shown:
+        revs = [branch] + [rev for exp in branch.get("experiments") or [] for rev in exp.get("revs", [])]
+        for rev in revs:
+            params = ((rev.get("data") or {}).get("params") or {}).get("params.yaml") or {}
+            if "data" in params:
+                found.append(flat(params["data"]))
+    return found
+
+
+def changed_params(table: list[dict[str, object]]) -> list[str]:
+    """The params whose value is not the same in every row (missing counts as a value)."""
+    keys = sorted({key for row in table for key in row})
+    return [key for key in keys if len({json.dumps(row.get(key), sort_keys=True) for row in table}) > 1]
+
+
+def fed_by(changed: list[str], table: list[dict[str, object]]) -> list[str]:
+    """The experiments whose results the changed params feed: experiments.<name>.* its own; tasks.<task>.*
+    every experiment on that task; anything else (the seed, the backend) every experiment."""
+    experiments = {key.split(".")[1] for row in table for key in row if key.startswith("experiments.")}
+    task_of = {name: row.get(f"experiments.{name}.task") for row in table for name in experiments}
+    fed = set()
+    for key in changed:
+        parts = key.split(".")
+        if parts[0] == "experiments" and len(parts) > 2:
+            fed.add(parts[1])
+        elif parts[0] == "tasks" and len(parts) > 2:
+            fed.update(name for name, task in task_of.items() if task == parts[1])
+        else:
+            fed.update(experiments)
+    return sorted(fed)
+
+
+def table_rows(shown: list[dict]) -> list[tuple[str, dict]]:
+    """(label, data) for the workspace, each baseline commit and, under it, each of its experiments."""
+    found = []
+    for branch in shown:
+        label = branch.get("name") or branch.get("rev", "")
+        found.append((label if branch.get("rev") == "workspace" else f"{label} ({branch.get('rev', '')[:7]})",
+                      branch.get("data") or {}))
+        for exp in branch.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                found.append((f"└── {exp.get('name') or rev.get('name') or ''} ({rev.get('rev', '')[:7]})",
+                              rev.get("data") or {}))
+    return found
+
+
+def exact_match(data: dict, experiment: str) -> str:
+    figures = ((data.get("metrics") or {}).get(f"metrics/{experiment}.json") or {}).get("data") or {}
+    value = figures.get("exact_match")
+    return "-" if value is None else f"{value:.4f}"
+
+
+def render(shown: list[dict]):
+    """The table: an experiment's name, then the changed params, then the exact match of those they feed
+    (every experiment's when no param changed)."""
+    from rich.table import Table
+
+    table = rows(shown)
+    changed = changed_params(table)
+    fed = fed_by(changed, table) if changed else sorted(
+        {key.split(".")[1] for row in table for key in row if key.startswith("experiments.")})
+    out = Table(box=None, header_style="bold", pad_edge=False)
+    out.add_column("Experiment", no_wrap=True)
+    for key in changed:
+        out.add_column(key.removeprefix("experiments."), justify="right", overflow="fold")
+    for name in fed:
+        out.add_column(f"{name} exact match", justify="right", overflow="fold")
+    for label, data in table_rows(shown):
+        params = flat((((data.get("params") or {}).get("params.yaml") or {}).get("data")) or {})
+        out.add_row(label, *(json.dumps(params[key]) if key in params else "-" for key in changed),
+                    *(exact_match(data, name) for name in fed))
+    return out
+
+
+def command() -> None:
+    """Prints the table of DVC's experiments in this project."""
+    from rich.console import Console
+
+    try:
+        result = subprocess.run([dvc_command(), "exp", "show", "--json"], capture_output=True, text=True,
+                                env=venv_env())
+    except FileNotFoundError:
+        raise AdderError("dvc is not installed; run `make setup`") from None
+    if result.returncode != 0:
+        errors = [line.removeprefix("ERROR: ") for line in result.stderr.splitlines() if line.startswith("ERROR")]
+        raise AdderError(f"dvc exp show failed: {errors[0] if errors else f'exit {result.returncode}'}")
+    Console().print(render(json.loads(result.stdout or "[]")))
