@@ -96,7 +96,8 @@ def test_a_parent_run_holds_the_spread_and_a_child_run_each_seed(project):
     parent = parents[0].data.metrics
     assert parent["test_exact_match"] == pytest.approx(metrics["exact_match"])
     assert parent["test_exact_match_low"] == pytest.approx(metrics["exact_match_low"])
-    assert parent["chosen_seed"] == info["chosen_seed"]
+    # The chosen seed is a label on the parent (a tag), not a metric the UI would chart beside the figures.
+    assert parents[0].data.tags["chosen_seed"] == str(info["chosen_seed"]) and "chosen_seed" not in parent
     for child in children:
         seed = int(child.data.params["seed"])
         assert child.info.run_name == f"{EXP} seed {seed}" and child.info.status == "FINISHED"
