@@ -25,42 +25,12 @@ def flat(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def rows(shown: list[dict]) -> list[dict[str, object]]:
-    """Each row's params.yaml, flattened: the workspace, each baseline commit and each experiment."""
-    found = []
-    for branch in shown:
-        revs = [branch] + [rev for exp in branch.get("experiments") or [] for rev in exp.get("revs", [])]
-        for rev in revs:
-            params = ((rev.get("data") or {}).get("params") or {}).get("params.yaml") or {}
-            if "data" in params:
-                found.append(flat(params["data"]))
-    return found
+def params_of(data: dict) -> dict[str, object]:
+    """A row's params.yaml, flattened ({} where DVC has none, e.g. a failed experiment)."""
+    return flat((((data.get("params") or {}).get("params.yaml") or {}).get("data")) or {})
 
 
-def changed_params(table: list[dict[str, object]]) -> list[str]:
-    """The params whose value is not the same in every row (missing counts as a value)."""
-    keys = sorted({key for row in table for key in row})
-    return [key for key in keys if len({json.dumps(row.get(key), sort_keys=True) for row in table}) > 1]
-
-
-def fed_by(changed: list[str], table: list[dict[str, object]]) -> list[str]:
-    """The experiments whose results the changed params feed: experiments.<name>.* its own; tasks.<task>.*
-    every experiment on that task; anything else (the seed, the backend) every experiment."""
-    experiments = {key.split(".")[1] for row in table for key in row if key.startswith("experiments.")}
-    task_of = {name: row.get(f"experiments.{name}.task") for row in table for name in experiments}
-    fed = set()
-    for key in changed:
-        parts = key.split(".")
-        if parts[0] == "experiments" and len(parts) > 2:
-            fed.add(parts[1])
-        elif parts[0] == "tasks" and len(parts) > 2:
-            fed.update(name for name, task in task_of.items() if task == parts[1])
-        else:
-            fed.update(experiments)
-    return sorted(fed)
-
-
-def table_rows(shown: list[dict]) -> list[tuple[str, dict]]:
+def labelled(shown: list[dict]) -> list[tuple[str, dict]]:
     """(label, data) for the workspace, each baseline commit and, under it, each of its experiments."""
     found = []
     for branch in shown:
@@ -74,7 +44,34 @@ def table_rows(shown: list[dict]) -> list[tuple[str, dict]]:
     return found
 
 
+def changed_params(table: list[dict[str, object]]) -> list[str]:
+    """The params whose value is not the same in every row (missing counts as a value)."""
+    keys = sorted({key for row in table for key in row})
+    return [key for key in keys if len({json.dumps(row.get(key), sort_keys=True) for row in table}) > 1]
+
+
+def fed_by(changed: list[str], table: list[dict[str, object]]) -> list[str]:
+    """The experiments whose results the changed params feed: experiments.<name>.* its own; tasks.<task>.*
+    every experiment on that task; anything else (the seed, the backend), or nothing, every experiment."""
+    experiments = {key.split(".")[1] for row in table for key in row if key.startswith("experiments.")}
+    if not changed:
+        return sorted(experiments)
+    task_of = {name: row[f"experiments.{name}.task"] for row in table for name in experiments
+               if f"experiments.{name}.task" in row}
+    fed = set()
+    for key in changed:
+        parts = key.split(".")
+        if parts[0] == "experiments" and len(parts) > 2:
+            fed.add(parts[1])
+        elif parts[0] == "tasks" and len(parts) > 2:
+            fed.update(name for name, task in task_of.items() if task == parts[1])
+        else:
+            fed.update(experiments)
+    return sorted(fed)
+
+
 def exact_match(data: dict, experiment: str) -> str:
+    """The row's exact match of experiment, to 4 places, or '-'."""
     figures = ((data.get("metrics") or {}).get(f"metrics/{experiment}.json") or {}).get("data") or {}
     value = figures.get("exact_match")
     return "-" if value is None else f"{value:.4f}"
@@ -85,18 +82,18 @@ def render(shown: list[dict]):
     (every experiment's when no param changed)."""
     from rich.table import Table
 
-    table = rows(shown)
+    rows = labelled(shown)
+    table = [params for _, data in rows if (params := params_of(data))]
     changed = changed_params(table)
-    fed = fed_by(changed, table) if changed else sorted(
-        {key.split(".")[1] for row in table for key in row if key.startswith("experiments.")})
+    fed = fed_by(changed, table)
     out = Table(box=None, header_style="bold", pad_edge=False)
     out.add_column("Experiment", no_wrap=True)
     for key in changed:
         out.add_column(key.removeprefix("experiments."), justify="right", overflow="fold")
     for name in fed:
         out.add_column(f"{name} exact match", justify="right", overflow="fold")
-    for label, data in table_rows(shown):
-        params = flat((((data.get("params") or {}).get("params.yaml") or {}).get("data")) or {})
+    for label, data in rows:
+        params = params_of(data)
         out.add_row(label, *(json.dumps(params[key]) if key in params else "-" for key in changed),
                     *(exact_match(data, name) for name in fed))
     return out

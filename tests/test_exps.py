@@ -14,7 +14,7 @@ import pytest
 import yaml
 from helpers import BIN, GIT, adder, cli_env, run, shown
 
-from pipeline.exps import changed_params, fed_by, flat, render, rows
+from pipeline.exps import changed_params, fed_by, flat, labelled, params_of, render
 
 SCORE = """
 import json, pathlib, yaml
@@ -43,8 +43,9 @@ def test_a_changed_param_feeds_its_experiment_its_task_feeds_every_experiment_on
     base = {"seed": 1, "tasks": {"t": {"digits": 2}, "u": {"digits": 3}},
             "experiments": {"a": {"task": "t", "epochs": 3}, "b": {"task": "u", "epochs": 3},
                             "c": {"task": "u", "epochs": 3}}}
-    table = rows([workspace(base, [{**base, "experiments": {**base["experiments"], "a": {"task": "t", "epochs": 4}}},
-                                   {**base, "tasks": {**base["tasks"], "u": {"digits": 4}}}])])
+    changed_a = {**base, "experiments": {**base["experiments"], "a": {"task": "t", "epochs": 4}}}
+    changed_u = {**base, "tasks": {**base["tasks"], "u": {"digits": 4}}}
+    table = [params_of(data) for _, data in labelled([workspace(base, [changed_a, changed_u])])]
     changed = changed_params(table)
     assert changed == ["experiments.a.epochs", "tasks.u.digits"]
     assert fed_by(changed, table) == ["a", "b", "c"]

@@ -14,6 +14,7 @@ NEEDED = ("keras", "mlflow", "pydantic")
 
 
 def in_project_python() -> None:
+    """Returns where adder's dependencies import; else execs the venv's Python on the same command, or exits."""
     if all(importlib.util.find_spec(name) for name in NEEDED):
         return
     venv = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python"
