@@ -7,7 +7,8 @@
   startup     a stage's and `adder predict`'s cost beyond their work: fresh processes vs warm forks
   make_run    `dvc repro` on the defaults: wall time, fitting seconds and the overhead share
   widths      first and later epochs of the brackets transformer: batches cut to few widths vs to many
-  gpu         time to accuracy and prediction with JAX on the GPU and on the CPU, when JAX sees a GPU
+  gpu         time to accuracy and prediction with JAX on the GPU and on the CPU, and make run-gpu's
+              brackets configuration, when JAX sees a GPU
 
 Usage: python -m benchmarks [--budget SECONDS] [--only data,training,...] [--backend jax|tensorflow]
                             [--out docs/benchmarks.md]
@@ -178,10 +179,17 @@ def gpu_sections(budget: float) -> list[str]:
     where JAX sees no GPU."""
     name, why = visible_gpu()
     if name is None:
-        return ["## On a GPU\n", f"Skipped: JAX sees no GPU on this machine ({why}).", ""]
+        return ["## On a GPU\n", f"Skipped: JAX sees no GPU on this machine ({why}). `python -m "
+                "benchmarks.gpu_sized --scale 0.025` trains `make run-gpu`'s brackets configuration here at 1/40 of "
+                "its samples.", ""]
+    print("make run-gpu's brackets configuration on the GPU...", flush=True)
+    gpu_sized = subprocess.run([sys.executable, "-m", "benchmarks.gpu_sized"], check=True, capture_output=True,
+                               text=True, env={**os.environ, "JAX_PLATFORMS": "cuda"}).stdout
     return [f"## On a GPU: {name} against this machine's CPU\n",
             *on_backend({"training", "predict"}, budget, "jax", "cuda"),
-            *on_backend({"training", "predict"}, budget, "jax", "cpu")]
+            *on_backend({"training", "predict"}, budget, "jax", "cpu"),
+            "## `make run-gpu`'s brackets configuration on the GPU (`python -m benchmarks.gpu_sized`)\n",
+            *gpu_sized.rstrip("\n").split("\n"), ""]
 
 
 def main() -> None:
