@@ -52,10 +52,8 @@ def changed_params(table: list[dict[str, object]]) -> list[str]:
 
 def fed_by(changed: list[str], table: list[dict[str, object]]) -> list[str]:
     """The experiments whose results the changed params feed: experiments.<name>.* its own; tasks.<task>.*
-    every experiment on that task; anything else (the seed, the backend), or nothing, every experiment."""
+    every experiment on that task; anything else (the seed, the backend) every experiment."""
     experiments = {key.split(".")[1] for row in table for key in row if key.startswith("experiments.")}
-    if not changed:
-        return sorted(experiments)
     task_of = {name: row[f"experiments.{name}.task"] for row in table for name in experiments
                if f"experiments.{name}.task" in row}
     fed = set()
@@ -77,19 +75,25 @@ def exact_match(data: dict, experiment: str) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+NOTHING_CHANGED = ("no experiment here changes a param (`dvc exp run -S key=value` makes one); every experiment's "
+                   "figures: dvc metrics show")
+
+
 def render(shown: list[dict]):
-    """The table: an experiment's name, then the changed params, then the exact match of those they feed
-    (every experiment's when no param changed)."""
+    """The table: an experiment's name, then the changed params, then the exact match of the experiments they
+    feed; NOTHING_CHANGED where no param differs between the rows."""
     from rich.table import Table
 
     rows = labelled(shown)
     table = [params for _, data in rows if (params := params_of(data))]
     changed = changed_params(table)
-    fed = fed_by(changed, table)
+    if not changed:
+        return NOTHING_CHANGED
     out = Table(box=None, header_style="bold", pad_edge=False)
     out.add_column("Experiment", no_wrap=True)
     for key in changed:
         out.add_column(key.removeprefix("experiments."), justify="right", overflow="fold")
+    fed = fed_by(changed, table)
     for name in fed:
         out.add_column(f"{name} exact match", justify="right", overflow="fold")
     for label, data in rows:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from helpers import BIN, GIT, adder, cli_env, run, shown
 
-from pipeline.exps import changed_params, fed_by, flat, labelled, params_of, render
+from pipeline.exps import NOTHING_CHANGED, changed_params, fed_by, flat, labelled, params_of, render
 
 SCORE = """
 import json, pathlib, yaml
@@ -76,13 +76,11 @@ def test_the_table_shows_the_changed_param_and_its_experiments_exact_match():
     assert lines[3].split() == ["└──", "exp-1", "(1234567)", "5", "0.9000"], lines
 
 
-def test_nothing_changed_shows_every_exact_match():
+def test_nothing_changed_says_so():
     params = {"experiments": {"a": {"epochs": 1}, "b": {"epochs": 1}}}
-    shown = [{"rev": "workspace", "data": {"params": {"params.yaml": {"data": params}},
-                                           "metrics": {"metrics/b.json": {"data": {"exact_match": 1.0}}}}}]
-    lines = rendered(shown).splitlines()
-    assert lines[0].split() == ["Experiment", "a", "exact", "match", "b", "exact", "match"], lines
-    assert lines[1].split() == ["workspace", "-", "1.0000"], lines
+    shown = [{"rev": "workspace", "data": {"params": {"params.yaml": {"data": params}}}},
+             {"rev": "abcdef0123", "name": "main", "data": {"params": {"params.yaml": {"data": params}}}}]
+    assert rendered(shown).strip() == NOTHING_CHANGED
 
 
 @pytest.fixture(scope="module")
