@@ -10,10 +10,9 @@ under short headers.
 from __future__ import annotations
 
 import json
-import subprocess
+from pathlib import Path
 
-from pipeline.errors import AdderError
-from pipeline.retrain import dvc_command, venv_env
+from pipeline.retrain import dvc_json
 
 
 def flat(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -107,12 +106,4 @@ def command() -> None:
     """Prints the table of DVC's experiments in this project."""
     from rich.console import Console
 
-    try:
-        result = subprocess.run([dvc_command(), "exp", "show", "--json"], capture_output=True, text=True,
-                                env=venv_env())
-    except FileNotFoundError:
-        raise AdderError("dvc is not installed; run `make setup`") from None
-    if result.returncode != 0:
-        errors = [line.removeprefix("ERROR: ") for line in result.stderr.splitlines() if line.startswith("ERROR")]
-        raise AdderError(f"dvc exp show failed: {errors[0] if errors else f'exit {result.returncode}'}")
-    Console().print(render(json.loads(result.stdout or "[]")))
+    Console().print(render(dvc_json(Path.cwd(), "exp", "show") or []))

@@ -93,17 +93,22 @@ def repro(root: Path, promote: bool) -> None:
         raise AdderError(f"dvc repro failed (exit {code}); its output is above")
 
 
-def dvc_diff(root: Path, kind: str, base: str) -> dict:
-    """`dvc <kind> diff <base> --json`: {file: {name: {"old": ..., "new": ..., "diff": ...}}}, base vs workspace."""
+def dvc_json(root: Path, *args: str):
+    """`dvc <args> --json` run in root, parsed; AdderError with DVC's first error line when it fails."""
     try:
-        result = subprocess.run([dvc_command(), kind, "diff", base, "--json"], cwd=root, capture_output=True,
-                                text=True, env=venv_env())
+        result = subprocess.run([dvc_command(), *args, "--json"], cwd=root, capture_output=True, text=True,
+                                env=venv_env())
     except FileNotFoundError:
         raise AdderError("dvc is not installed; run `make setup`") from None
     errors = [line.removeprefix("ERROR: ") for line in result.stderr.splitlines() if line.startswith("ERROR")]
     if result.returncode != 0:
-        raise AdderError(f"dvc {kind} diff failed: {errors[0] if errors else f'exit {result.returncode}'}")
-    return json.loads(result.stdout or "{}")
+        raise AdderError(f"dvc {' '.join(args)} failed: {errors[0] if errors else f'exit {result.returncode}'}")
+    return json.loads(result.stdout or "null")
+
+
+def dvc_diff(root: Path, kind: str, base: str) -> dict:
+    """`dvc <kind> diff <base> --json`: {file: {name: {"old": ..., "new": ..., "diff": ...}}}, base vs workspace."""
+    return dvc_json(root, kind, "diff", base) or {}
 
 
 def params_changes(diff: dict) -> dict[str, dict]:

@@ -6,9 +6,9 @@ libraries. So a command instead asks a background server, which has imported the
 stdin, stdout and stderr, and its exit status becomes the caller's. The server only imports modules (it
 builds, seeds and opens nothing), so a child computes what a fresh process would. One server serves one
 Python, one Keras backend and one version of adder's code (a changed module starts another), and exits after
-IDLE_SECONDS without a command. Killing the caller kills its child; a signal to the caller reaches the child. The first
-command waits for the server it starts, except `adder predict`, which answers in-process meanwhile: one answer
-is no reason to wait for a server, the next ones are.
+IDLE_SECONDS without a command. Killing the caller kills its child; a signal to the caller reaches the child.
+The first command waits for the server it starts, except `adder predict`, which answers in-process meanwhile:
+one answer is no reason to wait for a server, the next ones are.
 """
 
 from __future__ import annotations

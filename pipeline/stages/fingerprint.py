@@ -2,7 +2,7 @@
 
 The generate, train and evaluate stages each depend on their kind's fingerprint instead of listing every module
 themselves. DVC rewrites all of dvc.lock after each stage, and with some thirty module entries per stage (1,500
-in all) that rewrite cost about 1.5 s a stage; one fingerprint per kind keeps dvc.lock a fifth of that size.
+in all) that rewrite cost about 1.5 s a stage; one fingerprint per kind keeps dvc.lock a third of that size.
 An edit of a module still stales exactly the stages that run it, through the fingerprint of each kind whose
 fingerprint-<stage> stage lists it; an edit of this module changes no fingerprint.
 """
