@@ -2,6 +2,9 @@
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
+# uv installs the wheels in parallel; compiled to bytecode up front, as pip does, which is
+# the only time they are where PYTHONDONTWRITEBYTECODE is set.
+uv      = $(BIN)/uv pip $(1) --python $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
 # .venv's Python: PYTHON if given, else the first of these that runs Python 3.11 to 3.13; 3.11 first, the
@@ -32,10 +35,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt $(if $(filter $(BUILD),$(HAS)),,FORCE)
 	$(if $(wildcard $(BIN)/python)$(filter $(SUPPORTED),$(PYTHON_VERSION)),,$(error $(no_python)))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(if $(filter-out $(call tf_of,$(BUILD)),$(call tf_of,$(or $(HAS),cpu))),$(BIN)/python -m pip uninstall --quiet --yes tensorflow tensorflow-cpu)
-	$(if $(filter jax-gpu,$(HAS)),$(if $(filter-out jax-gpu,$(BUILD)),$(BIN)/python -m pip uninstall --quiet --yes jax-cuda12-plugin jax-cuda12-pjrt))
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,scale,sweep,$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet $$(grep "^uv==" constraints.txt)
+	$(if $(filter-out $(call tf_of,$(BUILD)),$(call tf_of,$(or $(HAS),cpu))),$(call uv,uninstall) --quiet tensorflow tensorflow-cpu)
+	$(if $(filter jax-gpu,$(HAS)),$(if $(filter-out jax-gpu,$(BUILD)),$(call uv,uninstall) --quiet jax-cuda12-plugin jax-cuda12-pjrt))
+	$(call uv,install) --quiet --compile-bytecode -c constraints.txt -e '.[test,scale,sweep,$(EXTRAS)]'
 	@echo $(BUILD) > $@
 
 FORCE:

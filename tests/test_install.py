@@ -198,7 +198,7 @@ def test_make_without_a_supported_python_says_so_in_one_line(fake_pythons):
 def test_make_gpu_installs_the_cuda_build_of_tensorflow_in_place_of_the_cpu_one(fake_pythons):
     fake_pythons.add("python3.11", "3.11")
     fake_pythons.backend("tensorflow")
-    uninstall = "pip uninstall --quiet --yes tensorflow tensorflow-cpu"
+    uninstall = "/.venv/bin/python --quiet tensorflow tensorflow-cpu"  # uv pip uninstall --python <that>
     result = fake_pythons("setup", "GPU=1")
     # tensorflow-cpu goes before tensorflow[and-cuda] comes: both write the module tensorflow.
     assert result.stdout.index(uninstall) < result.stdout.index("'.[test,scale,sweep,gpu]'")
@@ -222,7 +222,7 @@ def test_make_gpu_adds_jax_cuda_plugin_when_params_select_jax(fake_pythons):
     fake_pythons.stamp("jax-gpu")
     assert "'.[test,scale,sweep,cpu,jax-gpu]'" in fake_pythons("-B", "setup").stdout
     result = fake_pythons("setup", "GPU=0")  # back to the CPU: the plugin goes, jaxlib stays
-    assert result.stdout.index("pip uninstall --quiet --yes jax-cuda12-plugin jax-cuda12-pjrt") < \
+    assert result.stdout.index("/.venv/bin/python --quiet jax-cuda12-plugin jax-cuda12-pjrt") < \
         result.stdout.index("-e '.[test,scale,sweep,cpu]'")
 
 
