@@ -25,10 +25,7 @@ def interrupted(signum, frame) -> None:
 
 def run_command(body: Callable[[], object], entry: str) -> None:
     """Runs body as the command of module `entry` (what a warm fork imports to run it); exits on failure."""
-    from pipeline import warm  # a hand-off to a process that runs this same entry, not the command's code
-
-    if warm.wanted(sys.argv, entry) and (status := warm.run(sys.argv, entry)) is not None:
-        sys.exit(status)
+    hand_off(sys.argv, entry)
     signal.signal(signal.SIGTERM, interrupted)
     try:
         body()
@@ -38,6 +35,15 @@ def run_command(body: Callable[[], object], entry: str) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def hand_off(argv: list[str], entry: str) -> None:
+    """Runs the command of module `entry` in a fork of the warm process where one serves or starts, and exits
+    with its status; returns where the command is to run in this process."""
+    from pipeline import warm  # a hand-off to a process that runs this same entry, not the command's code
+
+    if warm.wanted(argv, entry) and (status := warm.run(argv, entry)) is not None:
+        sys.exit(status)
 
 
 def arguments(usage: str, fewest: int, most: int | None) -> list[str]:

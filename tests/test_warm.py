@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +65,19 @@ def test_a_warm_command_computes_what_a_fresh_process_does(tmp_path, warm_env):
                 == (warm / "data" / "seed" / f"{split}.csv").read_bytes())
     history = Path("models", EXPERIMENT, "history.csv")
     assert csv_without_timing(fresh / history) == csv_without_timing(warm / history)
+
+
+def test_a_stage_goes_to_the_warm_process_before_importing_its_libraries(tmp_path, warm_env):
+    """What dvc.yaml runs, `python3 -m pipeline.stages.<stage>`: its caller never imports MLflow or pandas."""
+    folder = project(tmp_path / "p")
+    for _ in range(2):  # the first starts the server, the second finds it
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline.stages.generate", "seed"],
+                                cwd=folder, env=warm_env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "seed: train" in result.stdout, shown(result)
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "pipeline.warm" in imported and not imported & {"mlflow", "pandas", "keras"}, sorted(imported)
+    assert (folder / "data" / "seed" / "train.csv").is_file() and len(processes(warm_env)) >= 1
 
 
 def test_a_warm_command_keeps_the_exit_status_and_one_line_error(tmp_path, warm_env):

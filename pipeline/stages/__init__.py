@@ -2,7 +2,9 @@
 
 dvc.yaml runs them as `python3 -m pipeline.stages.<stage>`, which under `dvc exp run` from a shell without the
 project's venv on PATH is a Python without adder's dependencies: the stage then runs itself again with the
-venv's Python (.venv/bin/python beside this package), or says in one line how to install them.
+venv's Python (.venv/bin/python beside this package), or says in one line how to install them. It is handed
+to the warm process here (pipeline/warm.py), before the stage's module imports MLflow and pandas: over a second
+a stage, which the warm process has imported already.
 """
 
 import importlib.util
@@ -26,4 +28,17 @@ def in_project_python() -> None:
     sys.exit(2)
 
 
+def hand_off_early() -> None:
+    """While Python imports the module `python3 -m pipeline.stages.<stage>` names (sys.argv[0] is then "-m"),
+    the stage goes to the warm process, if one serves or starts."""
+    given = getattr(sys, "orig_argv", [])
+    if sys.argv[:1] != ["-m"] or "-m" not in given:
+        return
+    entry = given[given.index("-m") + 1]
+    from pipeline.command import hand_off
+
+    hand_off([str(Path(__file__).with_name(entry.rpartition(".")[2] + ".py")), *sys.argv[1:]], entry)
+
+
 in_project_python()
+hand_off_early()
