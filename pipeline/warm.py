@@ -37,7 +37,7 @@ STARTUP_SECONDS = 120
 # Environment read when the libraries are imported: a server serves only callers that agree on it.
 IMPORT_TIME_ENV = ("JAX_", "XLA_", "TF_", "KERAS_", "CUDA_", "OMP_", "PYTHON")
 PACKAGE = Path(__file__).resolve().parent
-LAZY_IMPORTS = ("matplotlib.pyplot", "scipy.stats", "sklearn.metrics")
+LAZY_IMPORTS = ("matplotlib.pyplot", "scipy.stats", "sklearn.metrics", "git")
 in_child = False  # set in a forked child: its own `adder` runs in-process
 
 
@@ -213,7 +213,8 @@ def serve(path: Path, backend_name: str) -> None:
 
     for entry in (*ENTRIES, "pipeline.predict"):  # by name: the commands import this module, not back
         importlib.import_module(entry)
-    # What the commands import inside functions, a second or so each: figures, intervals, the naive models' RMSE.
+    # What the commands import inside functions, a second or so each: figures, intervals, the naive models' RMSE,
+    # and GitPython, which MLflow imports to tag each run it starts with the commit.
     import matplotlib
 
     matplotlib.use("Agg")

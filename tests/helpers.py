@@ -284,6 +284,9 @@ def check_training_run(client, run, name: str, repo: Path) -> None:
         assert {t.key: t.value for t in logged.tags}.get("mlflow.data.context") == context
         assert logged.dataset.digest == summary["splits"][split]["sha256"][:36]
         assert json.loads(logged.dataset.source) == {"uri": f"data/{exp['task']}/{split}.csv"}
+        assert json.loads(logged.dataset.schema)["mlflow_colspec"] == [
+            {"type": "string", "name": "problem", "required": True},
+            {"type": "long", "name": "answer", "required": True}]
     assert {"samples.json", "breakdown.json", "figures"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/accuracy_vs_epoch.png" in figures and any("breakdown_" in f for f in figures), figures
