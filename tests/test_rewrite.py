@@ -181,3 +181,19 @@ def test_a_step_model_reads_an_expression_alike_at_any_padding_width():
     (_, previous), _ = c.training_pair(["(12+7)*3-40", "8+-85"], None, np.array(["19*3-40", "-77"]))
     np.testing.assert_allclose(model.predict_on_batch([x[:, :11], previous]), model.predict_on_batch([x, previous]),
                                atol=1e-5)
+
+
+def test_a_step_model_is_validated_no_wider_than_its_longest_expression_and_rewrite():
+    """The room to spare (ROOM times the longest in training) is padding on both sides of a teacher-forced
+    pass, which changes no token (above; the decoder is causal): validation cuts it off."""
+    c = codec()
+    seen = []
+
+    class Widths:
+        def predict_on_batch(self, inputs):
+            seen.append((inputs[0].shape[1], inputs[1].shape[1]))
+            return np.zeros((*inputs[1].shape, c.out_symbols), np.float32)
+
+    texts, answers, steps = np.array(["(12+7)*3", "8-85"]), np.array([57, -77]), np.array(["19*3", ""])
+    assert c.forced_exact_match(Widths(), texts, answers, steps) == 0.0
+    assert seen == [(len("(12+7)*3"), len("19*3") + 1)] and c.in_width > len("(12+7)*3")
