@@ -2,8 +2,8 @@
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
-# uv installs the wheels in parallel; compiled to bytecode up front, as pip does, which is
-# the only time they are where PYTHONDONTWRITEBYTECODE is set.
+# uv installs the wheels in parallel, compiling them to bytecode as pip does: where PYTHONDONTWRITEBYTECODE
+# is set, nothing else would, and every start would compile them again.
 uv      = $(BIN)/uv pip $(1) --python $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
