@@ -39,6 +39,7 @@ IMPORT_TIME_ENV = ("JAX_", "XLA_", "TF_", "KERAS_", "CUDA_", "OMP_", "PYTHON")
 PACKAGE = Path(__file__).resolve().parent
 LAZY_IMPORTS = ("matplotlib.pyplot", "scipy.stats", "sklearn.metrics", "git")
 in_child = False  # set in a forked child: its own `adder` runs in-process
+tried = False  # set once this process has asked for a server: a command that could not hand off asks no more
 
 
 # What a fork may run: the CLI, or a DVC stage's own entry (`python3 -m pipeline.stages.train NAME`).
@@ -47,7 +48,7 @@ ENTRIES = ("pipeline.cli", "pipeline.stages.generate", "pipeline.stages.train", 
 
 
 def wanted(argv: list[str], entry: str) -> bool:
-    if os.environ.get("ADDER_WARM", "1") != "1" or in_child or entry not in ENTRIES:
+    if os.environ.get("ADDER_WARM", "1") != "1" or in_child or tried or entry not in ENTRIES:
         return False
     return entry != "pipeline.cli" or (len(argv) > 1 and argv[1] in COMMANDS)
 
@@ -130,6 +131,8 @@ def private_file(path: Path, flags: int) -> int:
 def run(argv: list[str], entry: str) -> int | None:
     """Runs the command in a child of the warm server; its exit status, or None when no server could be
     reached or started (the caller then runs the command itself)."""
+    global tried
+    tried = True
     backend = project_backend()
     if backend is None:
         return None

@@ -134,6 +134,7 @@ def caller(monkeypatch):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.setattr(warm, "PACKAGE", tmp / "code")
     monkeypatch.setattr(warm, "project_backend", lambda: "jax")
+    monkeypatch.setattr(warm, "tried", False)  # restored after: warm.run sets it for the rest of the process
     started = []
     popen = lambda args, **_: started.append(args) or SimpleNamespace(poll=lambda: 1)  # noqa: E731 - dies at once
     monkeypatch.setattr(warm, "subprocess", SimpleNamespace(Popen=popen, DEVNULL=subprocess.DEVNULL))
@@ -153,6 +154,24 @@ def test_the_folder_and_its_files_are_the_user_s_alone(caller, capsys):
     assert caller.folder.stat().st_mode & 0o777 == 0o700
     files = sorted(caller.folder.iterdir())
     assert [f.suffix for f in files] == [".lock", ".log"] and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+
+
+def test_a_command_that_could_not_hand_off_asks_once(caller, capsys, monkeypatch):
+    """A stage asks while Python imports its package, then again as it runs (run_command): one server start,
+    and the refusal said once, not twice."""
+    from pipeline.command import hand_off
+
+    hand_off(ARGV, "pipeline.cli")
+    hand_off(ARGV, "pipeline.cli")
+    assert len(caller.started) == 1 and capsys.readouterr().err == ""
+    monkeypatch.setattr(warm, "tried", False)
+    caller.started.clear()
+    shutil.rmtree(caller.folder)
+    caller.folder.mkdir(mode=0o777)
+    caller.folder.chmod(0o777)
+    hand_off(ARGV, "pipeline.cli")
+    hand_off(ARGV, "pipeline.cli")
+    assert warning(capsys).startswith(REFUSED) and not caller.started
 
 
 def test_a_folder_other_users_can_write_is_refused(caller, capsys):

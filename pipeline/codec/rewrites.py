@@ -108,10 +108,10 @@ class RewriteCodec(TokenCodec):
             # decoder is causal, so the cut changes no token): the width of the room, ROOM times that, is
             # most of a pass's cost, paid every epoch.
             x = x[:, : max(int(self.input_widths(before[fits]).max()), 1)]
-            width = int(self.target_widths(targets).max())
-            decoder_inputs, targets = decoder_inputs[:, :width], targets[:, :width]
+            widths = self.target_widths(targets)
+            decoder_inputs, targets = decoder_inputs[:, : widths.max()], targets[:, : widths.max()]
             predicted = run_batches(model, [x, decoder_inputs]).argmax(axis=-1)
-            counted = np.arange(targets.shape[1]) < self.target_widths(targets)[:, None]
+            counted = np.arange(targets.shape[1]) < widths[:, None]
             right[fits] = ((predicted == targets) | ~counted).all(axis=1)
         wrong = np.bincount(origin, weights=~right, minlength=len(texts))
         return float((wrong == 0).mean()) if len(texts) else 0.0

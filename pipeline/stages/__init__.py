@@ -31,10 +31,9 @@ def in_project_python() -> None:
 def hand_off_early() -> None:
     """While Python imports the module `python3 -m pipeline.stages.<stage>` names (sys.argv[0] is then "-m"),
     the stage goes to the warm process, if one serves or starts."""
-    given = getattr(sys, "orig_argv", [])
-    if sys.argv[:1] != ["-m"] or "-m" not in given:
+    if sys.argv[:1] != ["-m"]:
         return
-    entry = given[given.index("-m") + 1]
+    entry = sys.orig_argv[sys.orig_argv.index("-m") + 1]
     from pipeline.command import hand_off
 
     hand_off([str(Path(__file__).with_name(entry.rpartition(".")[2] + ".py")), *sys.argv[1:]], entry)
